@@ -1,0 +1,1 @@
+"""Demonstration datasets: collection, storage and episode-aware sampling (not available yet)."""

@@ -1,0 +1,1 @@
+"""Policy training: behaviour cloning, single process or torchrun (not available yet)."""

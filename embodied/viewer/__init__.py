@@ -1,0 +1,1 @@
+"""Interactive simulator viewer (not available yet)."""

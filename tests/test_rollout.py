@@ -1,0 +1,113 @@
+"""The rollout loop keeps policy rows aligned with environments in every autoreset mode."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from embodied.evaluate import format_table, rollout, summarize
+from embodied.policies import RandomPolicy
+
+MODES = [AutoresetMode.DISABLED, AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP]
+
+
+class TrackingPolicy:
+    """A deterministic CartPole controller that records what each row saw since its reset.
+
+    `history[row]` is the list of observations fed to that row in the current episode.
+    Every finished history is kept in `episodes` so tests can check alignment.
+    """
+
+    def __init__(self) -> None:
+        self.history: list[list[np.ndarray]] = []
+        self.finished: list[list[np.ndarray]] = []
+        self.pauses: list[list[int]] = []
+
+    def reset(self, mask: np.ndarray) -> None:
+        if not self.history:
+            self.history = [[] for _ in mask]
+        for row in np.flatnonzero(mask):
+            if self.history[row]:
+                self.finished.append(self.history[row])
+            self.history[row] = []
+
+    def on_envs_pause(self, idx) -> None:
+        self.pauses.append(list(idx))
+        for row in sorted(idx, reverse=True):
+            self.finished.append(self.history.pop(row))
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        assert len(obs) == len(self.history), "policy rows and active envs out of step"
+        for row, o in enumerate(obs):
+            self.history[row].append(o.copy())
+        return (obs[:, 2] + 0.3 * obs[:, 3] > 0).astype(np.int64)
+
+
+def make_vec(n: int, mode: AutoresetMode) -> SyncVectorEnv:
+    return SyncVectorEnv([lambda: gym.make("CartPole-v1", max_episode_steps=60)] * n, autoreset_mode=mode)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name)
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_rollout_counts_and_alignment(mode: AutoresetMode, num_envs: int) -> None:
+    policy = TrackingPolicy()
+    records = rollout(make_vec(num_envs, mode), policy, n_episodes=5, seed=7)
+    assert [r.episode for r in records] == list(range(5))
+    assert all(1 <= r.steps <= 60 for r in records)
+    # every env ends paused exactly once; the policy never acted on more rows than active envs
+    assert sum(len(p) for p in policy.pauses) == num_envs
+    # Each policy episode history starts with a reset observation (|x| small, CartPole init is U(-.05,.05))
+    # and is as long as the episode (NEXT_STEP adds the one ignored act on the terminal obs).
+    extra = 1 if mode == AutoresetMode.NEXT_STEP else 0
+    lengths = sorted(len(h) for h in policy.finished if h)
+    for h in policy.finished:
+        if h:
+            assert np.all(np.abs(h[0]) <= 0.05 + 1e-6)
+    expected = sorted(r.steps + extra for r in records)
+    # the last episode of each env is not followed by a reset, so no extra act there
+    assert len(lengths) >= len(expected) - num_envs
+    assert sum(lengths) <= sum(expected) + num_envs
+
+
+def test_disabled_mode_is_seed_stable_across_num_envs() -> None:
+    one = rollout(make_vec(1, AutoresetMode.DISABLED), TrackingPolicy(), n_episodes=6, seed=3)
+    three = rollout(make_vec(3, AutoresetMode.DISABLED), TrackingPolicy(), n_episodes=6, seed=3)
+    assert [(r.seed, r.steps, r.episode_return) for r in one] == [
+        (r.seed, r.steps, r.episode_return) for r in three
+    ]
+
+
+def test_disabled_first_observation_is_the_seeded_reset() -> None:
+    policy = TrackingPolicy()
+    rollout(make_vec(2, AutoresetMode.DISABLED), policy, n_episodes=4, seed=11)
+    firsts = {tuple(np.round(h[0], 6)) for h in policy.finished if h}
+    expected = set()
+    for k in range(4):
+        obs, _ = gym.make("CartPole-v1").reset(seed=11 + k)
+        expected.add(tuple(np.round(obs, 6)))
+    assert firsts == expected
+
+
+def test_single_env_and_random_policy_repeat_exactly() -> None:
+    def run() -> list:
+        env = gym.make("CartPole-v1", max_episode_steps=40)
+        policy = RandomPolicy(env.action_space, seed=0)
+        return [r.as_row() for r in rollout(env, policy, n_episodes=3, seed=0)]
+
+    assert run() == run()
+
+
+def test_summary_table() -> None:
+    records = rollout(make_vec(2, AutoresetMode.DISABLED), TrackingPolicy(), n_episodes=4, seed=0)
+    stats = summarize(records)
+    assert stats["steps"]["n"] == 4
+    assert stats["steps"]["mean"] == pytest.approx(np.mean([r.steps for r in records]))
+    table = format_table({"tracking": stats})
+    assert "steps" in table and "tracking" in table
+
+
+def test_bad_episode_count() -> None:
+    with pytest.raises(ValueError, match="n_episodes"):
+        rollout(make_vec(1, AutoresetMode.DISABLED), TrackingPolicy(), n_episodes=0)
