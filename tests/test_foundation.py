@@ -57,7 +57,10 @@ def test_config_groups_compose_and_override() -> None:
 
 def test_typed_eval_config_rejects_typos() -> None:
     register_configs()
-    with initialize_config_module(config_module="embodied.conf", version_base="1.3"), pytest.raises(Exception, match="episods"):
+    with (
+        initialize_config_module(config_module="embodied.conf", version_base="1.3"),
+        pytest.raises(Exception, match="episods"),
+    ):
         compose("evaluate", overrides=["eval.episods=5"])
 
 

@@ -25,4 +25,14 @@ def names() -> list[str]:
     return POLICIES.names()
 
 
-__all__ = ["EXPERT_KEY", "POLICIES", "ExpertPolicy", "ObsBatch", "Policy", "RandomPolicy", "batch_size", "make", "names"]
+__all__ = [
+    "EXPERT_KEY",
+    "POLICIES",
+    "ExpertPolicy",
+    "ObsBatch",
+    "Policy",
+    "RandomPolicy",
+    "batch_size",
+    "make",
+    "names",
+]

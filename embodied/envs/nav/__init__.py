@@ -1,0 +1,1 @@
+"""Navigation tasks (PointNav, ObjectNav, VLN, ObjectRecall), episodes and metrics."""
