@@ -1,0 +1,334 @@
+"""2D occupancy grid of a scene: collisions, geodesic distances, shortest paths, oracle expert.
+
+The grid is the single source of truth for where the agent may stand. Obstacles are
+inflated by the agent radius plus half a cell diagonal, so *any* point inside a free cell
+is at least `radius` away from every wall and object (not only the cell centre): moves
+checked against the grid can never put the agent's cylinder into geometry.
+
+Geodesic distances come from scikit-fmm (fast marching, no 8-connected grid bias) and
+the field is cached per goal, because the task layer asks for the distance to the same
+goal every step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import skfmm
+from scipy import ndimage
+
+from embodied.envs.backend import Action, AgentConfig, AgentPose
+
+if TYPE_CHECKING:
+    from embodied.envs.scenes import Scene
+
+
+def obstacle_boxes(scene: Scene) -> np.ndarray:
+    """(N, 5) array of [cx, cy, half_x, half_y, yaw] footprints of walls and objects."""
+    rows = [(w.position[0], w.position[1], w.size[0] / 2, w.size[1] / 2, 0.0) for w in scene.walls]
+    rows += [(o.position[0], o.position[1], o.size[0] / 2, o.size[1] / 2, o.yaw) for o in scene.objects]
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+
+
+def box_distance(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(P, B) distance from 2D points to box footprints (0 inside); exact, used by tests and rasterising."""
+    d = points[:, None, :2] - boxes[None, :, :2]
+    c, s = np.cos(boxes[:, 4]), np.sin(boxes[:, 4])
+    lx = np.abs(d[..., 0] * c + d[..., 1] * s) - boxes[:, 2]
+    ly = np.abs(-d[..., 0] * s + d[..., 1] * c) - boxes[:, 3]
+    return np.hypot(np.maximum(lx, 0.0), np.maximum(ly, 0.0))
+
+
+def rasterize(boxes: np.ndarray, bounds: tuple[float, float, float, float], cell: float,
+              inflate: float) -> tuple[np.ndarray, np.ndarray]:
+    """Free-space mask (nx, ny) and grid origin; cells within `inflate` of a box or off the floor are blocked."""
+    xmin, ymin, xmax, ymax = bounds
+    origin = np.array([xmin - cell, ymin - cell])
+    nx, ny = math.ceil((xmax - xmin) / cell) + 2, math.ceil((ymax - ymin) / cell) + 2
+    xs = origin[0] + (np.arange(nx) + 0.5) * cell
+    ys = origin[1] + (np.arange(ny) + 0.5) * cell
+    free = np.zeros((nx, ny), dtype=bool)
+    ix = (xs > xmin) & (xs < xmax)
+    iy = (ys > ymin) & (ys < ymax)
+    free[np.ix_(ix, iy)] = True
+    for b in boxes:
+        reach = math.hypot(b[2], b[3]) + inflate
+        i0, i1 = np.searchsorted(xs, [b[0] - reach, b[0] + reach])
+        j0, j1 = np.searchsorted(ys, [b[1] - reach, b[1] + reach])
+        if i0 >= i1 or j0 >= j1:
+            continue
+        gx, gy = np.meshgrid(xs[i0:i1], ys[j0:j1], indexing="ij")
+        pts = np.stack([gx.ravel(), gy.ravel()], axis=1)
+        hit = box_distance(pts, b[None])[:, 0] <= inflate
+        free[i0:i1, j0:j1] &= ~hit.reshape(gx.shape)
+    return free, origin
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected component of `mask` (4-connectivity: no diagonal pinholes)."""
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return mask.copy()
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    return labels == int(np.argmax(counts))
+
+
+class NavGrid:
+    """Inflated occupancy grid of one scene with cached geodesic fields."""
+
+    def __init__(self, scene: Scene, radius: float = 0.18, cell: float = 0.05, snap_radius: float = 0.5,
+                 cache_size: int = 64):
+        self.scene_seed = scene.seed
+        self.radius, self.cell, self.snap_radius = radius, cell, snap_radius
+        self.boxes = obstacle_boxes(scene)
+        self.free, self.origin = rasterize(self.boxes, scene.bounds, cell, radius + cell * math.sqrt(0.5))
+        self.navigable = largest_component(self.free)
+        self.shape = self.free.shape
+        self._nav_cells = np.argwhere(self.navigable)
+        self._fields: OrderedDict[tuple[float, float], np.ndarray | None] = OrderedDict()
+        self._cache_size = cache_size
+        self._snap_idx: np.ndarray | None = None
+        self._r0 = 0.75 * cell
+
+    # ------------------------------------------------------------------ cells
+    def to_cell(self, p: np.ndarray) -> tuple[int, int]:
+        return int((p[0] - self.origin[0]) // self.cell), int((p[1] - self.origin[1]) // self.cell)
+
+    def cell_centre(self, i: int, j: int) -> np.ndarray:
+        return self.origin + (np.array([i, j]) + 0.5) * self.cell
+
+    def _lookup(self, mask: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        idx = np.floor((pts[..., :2] - self.origin) / self.cell).astype(np.int64)
+        inside = (idx[..., 0] >= 0) & (idx[..., 0] < self.shape[0]) & (idx[..., 1] >= 0) & (idx[..., 1] < self.shape[1])
+        out = np.zeros(idx.shape[:-1], dtype=bool)
+        out[inside] = mask[idx[inside][:, 0], idx[inside][:, 1]]
+        return out
+
+    def is_free(self, p: np.ndarray) -> bool:
+        """The agent may stand here (any component)."""
+        i, j = self.to_cell(p)
+        return 0 <= i < self.shape[0] and 0 <= j < self.shape[1] and bool(self.free[i, j])
+
+    def is_navigable(self, p: np.ndarray) -> bool:
+        """Free and in the main connected component (reachable from everywhere else)."""
+        i, j = self.to_cell(p)
+        return 0 <= i < self.shape[0] and 0 <= j < self.shape[1] and bool(self.navigable[i, j])
+
+    def sample_navigable_point(self, rng: np.random.Generator) -> np.ndarray:
+        i, j = self._nav_cells[rng.integers(len(self._nav_cells))]
+        xy = self.origin + (np.array([i, j]) + rng.uniform(0.05, 0.95, size=2)) * self.cell
+        return np.array([xy[0], xy[1], 0.0])
+
+    # ------------------------------------------------------------------ motion
+    def segment_free(self, p: np.ndarray, q: np.ndarray, mask: np.ndarray | None = None) -> bool:
+        return self._max_travel(p[:2], q[:2] - p[:2], self.free if mask is None else mask) >= 1.0
+
+    def _max_travel(self, p: np.ndarray, d: np.ndarray, mask: np.ndarray) -> float:
+        """Largest fraction of displacement `d` from `p` that stays on free cells (half-cell sub-steps)."""
+        n = max(1, math.ceil(math.hypot(d[0], d[1]) / (0.5 * self.cell)))
+        ts = np.arange(1, n + 1) / n
+        ok = self._lookup(mask, p[None, :] + ts[:, None] * d[None, :])
+        if ok.all():
+            return 1.0
+        k = int(np.argmin(ok))
+        return float(ts[k - 1]) if k > 0 else 0.0
+
+    def try_move(self, p: np.ndarray, d: np.ndarray, allow_sliding: bool = True) -> tuple[np.ndarray, bool]:
+        """Where a move by `d` from `p` ends and whether it collided.
+
+        Blocked without sliding: the agent stays put (habitat's behaviour). With sliding it
+        takes the longest free travel among the full move and its x-only / y-only parts,
+        which lets it glide along walls instead of sticking to them.
+        """
+        p2, d2 = np.asarray(p[:2], dtype=np.float64), np.asarray(d[:2], dtype=np.float64)
+        if self._max_travel(p2, d2, self.free) >= 1.0:
+            return p2 + d2, False
+        if not allow_sliding:
+            return p2.copy(), True
+        best, best_len = np.zeros(2), 0.0
+        for cand in (d2, np.array([d2[0], 0.0]), np.array([0.0, d2[1]])):
+            step = self._max_travel(p2, cand, self.free) * cand
+            if (length := math.hypot(step[0], step[1])) > best_len + 1e-12:
+                best, best_len = step, length
+        return p2 + best, True
+
+    # ------------------------------------------------------------------ geodesics
+    def _snap(self, p: np.ndarray) -> np.ndarray | None:
+        """`p` itself if navigable; None in an isolated pocket; else the nearest navigable cell centre in reach."""
+        i, j = self.to_cell(p)
+        if 0 <= i < self.shape[0] and 0 <= j < self.shape[1]:
+            if self.navigable[i, j]:
+                return np.asarray(p[:2], dtype=np.float64)
+            if self.free[i, j]:
+                return None
+        if self._snap_idx is None:
+            self._snap_idx = ndimage.distance_transform_edt(~self.navigable, return_distances=False,
+                                                            return_indices=True)
+        i, j = min(max(i, 0), self.shape[0] - 1), min(max(j, 0), self.shape[1] - 1)
+        q = self.cell_centre(int(self._snap_idx[0, i, j]), int(self._snap_idx[1, i, j]))
+        return q if np.hypot(*(q - p[:2])) <= self.snap_radius else None
+
+    def distance_field(self, goal: np.ndarray) -> np.ndarray | None:
+        """Geodesic distance (m) from every cell centre to `goal` (inf where unreachable); cached."""
+        key = (round(float(goal[0]), 4), round(float(goal[1]), 4))
+        if key in self._fields:
+            self._fields.move_to_end(key)
+            return self._fields[key]
+        g = self._snap(np.asarray(goal, dtype=np.float64))
+        field = None if g is None else self._compute_field(g)
+        self._fields[key] = field
+        if len(self._fields) > self._cache_size:
+            self._fields.popitem(last=False)
+        return field
+
+    def _compute_field(self, g: np.ndarray) -> np.ndarray:
+        xs = self.origin[0] + (np.arange(self.shape[0]) + 0.5) * self.cell
+        ys = self.origin[1] + (np.arange(self.shape[1]) + 0.5) * self.cell
+        phi = np.hypot(xs[:, None] - g[0], ys[None, :] - g[1]) - self._r0
+        dist = skfmm.distance(np.ma.MaskedArray(phi, ~self.navigable), dx=self.cell)
+        return np.ma.filled(dist, np.inf).astype(np.float64) + self._r0
+
+    def field_at(self, field: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        """Bilinear interpolation of a field at (K, 2+) points, ignoring unreachable corners."""
+        pts = np.atleast_2d(pts)
+        u = (pts[:, :2] - self.origin) / self.cell - 0.5
+        i0 = np.floor(u).astype(np.int64)
+        f = u - i0
+        vals, wsum = np.zeros(len(pts)), np.zeros(len(pts))
+        for di, dj in ((0, 0), (1, 0), (0, 1), (1, 1)):
+            ii = np.clip(i0[:, 0] + di, 0, self.shape[0] - 1)
+            jj = np.clip(i0[:, 1] + dj, 0, self.shape[1] - 1)
+            w = (f[:, 0] if di else 1 - f[:, 0]) * (f[:, 1] if dj else 1 - f[:, 1]) + 1e-9
+            v = field[ii, jj]
+            ok = np.isfinite(v)
+            vals += np.where(ok, w * v, 0.0)
+            wsum += np.where(ok, w, 0.0)
+        out = np.where(wsum > 0, vals / np.maximum(wsum, 1e-12), np.inf)
+        # points off the main component are unreachable, whatever their neighbours say
+        return np.where(self._lookup(self.navigable, pts), out, np.inf)
+
+    def geodesic_distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        field = self.distance_field(b)
+        a2 = self._snap(np.asarray(a, dtype=np.float64))
+        if field is None or a2 is None:
+            return math.inf
+        return float(self.field_at(field, a2[None])[0])
+
+    def shortest_path(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """(N, 3) waypoints a..b: steepest descent over cells, then line-of-sight shortcutting.
+
+        Returns an empty (0, 3) array when b is unreachable from a.
+        """
+        field = self.distance_field(b)
+        a2 = self._snap(np.asarray(a, dtype=np.float64))
+        if field is None or a2 is None or not np.isfinite(self.field_at(field, a2[None])[0]):
+            return np.zeros((0, 3))
+        cells = self._descend(field, self.to_cell(a2))
+        pts = [np.asarray(a[:2], dtype=np.float64)] + [self.cell_centre(i, j) for i, j in cells]
+        pts.append(np.asarray(b[:2], dtype=np.float64))
+        pts = self._shortcut(pts)
+        return np.array([[p[0], p[1], 0.0] for p in pts])
+
+    def _descend(self, field: np.ndarray, start: tuple[int, int]) -> list[tuple[int, int]]:
+        i, j = start
+        out = [(i, j)]
+        for _ in range(self.shape[0] * self.shape[1]):
+            if field[i, j] <= self._r0 + 1e-9:
+                break
+            best = (field[i, j], i, j)
+            for di in (-1, 0, 1):
+                for dj in (-1, 0, 1):
+                    ii, jj = i + di, j + dj
+                    if 0 <= ii < self.shape[0] and 0 <= jj < self.shape[1] and field[ii, jj] < best[0]:
+                        best = (field[ii, jj], ii, jj)
+            if (best[1], best[2]) == (i, j):
+                break
+            i, j = best[1], best[2]
+            out.append((i, j))
+        return out
+
+    def _shortcut(self, pts: list[np.ndarray]) -> list[np.ndarray]:
+        """Greedy string pulling: jump to the farthest waypoint in straight navigable sight."""
+        out, k = [pts[0]], 0
+        while k < len(pts) - 1:
+            nxt = k + 1
+            for m in range(len(pts) - 1, k + 1, -1):
+                if self.segment_free(pts[k], pts[m], self.navigable):
+                    nxt = m
+                    break
+            out.append(pts[nxt])
+            k = nxt
+        return out
+
+
+class GreedyFollower:
+    """Oracle expert: the discrete action that makes the most geodesic progress.
+
+    For each reachable heading (current yaw + k turns) it predicts the end of one forward
+    step with the *same* motion model the backend uses (`NavGrid.try_move`) and scores it
+    by geodesic distance to the goal plus a small cost per turn. It moves forward when the
+    current heading is the best, otherwise turns towards the best heading. The position
+    does not change while turning, so the target heading is stable (no oscillation), and
+    every forward step strictly reduces the geodesic distance (no livelock). When no heading
+    makes progress, or the goal is within `stop_radius`, it returns STOP.
+    """
+
+    def __init__(self, backend_or_grid: Any, agent_cfg: AgentConfig | None = None,
+                 turn_cost: float = 0.01, min_progress: float = 1e-3):
+        self._source = backend_or_grid
+        self.agent = agent_cfg or getattr(backend_or_grid, "agent", AgentConfig())
+        self.turn_cost, self.min_progress = turn_cost, min_progress
+
+    @property
+    def grid(self) -> NavGrid:
+        """The backend's current grid (it changes when the backend loads another scene)."""
+        src = self._source
+        return src if isinstance(src, NavGrid) else src.navgrid
+
+    def next_action(self, pose: AgentPose, goal: np.ndarray, stop_radius: float = 0.2) -> Action:
+        grid = self.grid
+        field = grid.distance_field(goal)
+        pos = np.asarray(pose.position[:2], dtype=np.float64)
+        if field is None:
+            return Action.STOP
+        d_now = grid.geodesic_distance(pos, goal)
+        if not np.isfinite(d_now) or d_now <= stop_radius:
+            return Action.STOP
+        ks, yaws = self._headings(pose.yaw)
+        ends = self._predict(grid, pos, yaws, sliding=False)
+        d_after = grid.field_at(field, ends)
+        if not np.any(d_after < d_now - self.min_progress):  # only sliding moves might help
+            ends = self._predict(grid, pos, yaws, sliding=self.agent.allow_sliding)
+            d_after = grid.field_at(field, ends)
+        score = np.where(d_after < d_now - self.min_progress, d_after + self.turn_cost * np.abs(ks), np.inf)
+        if not np.isfinite(score).any():
+            return Action.STOP
+        k = int(ks[int(np.argmin(score))])  # ks is ordered so ties prefer fewer turns, then left
+        if k == 0:
+            return Action.MOVE_FORWARD
+        return Action.TURN_LEFT if k > 0 else Action.TURN_RIGHT
+
+    def _headings(self, yaw: float) -> tuple[np.ndarray, np.ndarray]:
+        """Turn counts ordered 0, +1, -1, +2, -2, ... covering a full circle once."""
+        n = max(1, round(360.0 / self.agent.turn_angle_deg))
+        half = n // 2
+        ks = [0]
+        for m in range(1, half + 1):
+            ks += [m, -m] if m < n - m else [m]
+        ks_arr = np.array(ks[:n])
+        return ks_arr, yaw + np.deg2rad(self.agent.turn_angle_deg) * ks_arr
+
+    def _predict(self, grid: NavGrid, pos: np.ndarray, yaws: np.ndarray, sliding: bool) -> np.ndarray:
+        step = self.agent.forward_step
+        disp = step * np.stack([np.cos(yaws), np.sin(yaws)], axis=1)
+        if not sliding:
+            n = max(1, math.ceil(step / (0.5 * grid.cell)))
+            ts = np.arange(1, n + 1) / n
+            pts = pos[None, None, :] + ts[None, :, None] * disp[:, None, :]
+            ok = grid._lookup(grid.free, pts).all(axis=1)
+            return np.where(ok[:, None], pos[None, :] + disp, pos[None, :])
+        return np.array([grid.try_move(pos, d, True)[0] for d in disp])

@@ -1,0 +1,458 @@
+"""HCAM: Hierarchical Chunk Attention Memory (Lampinen et al., 2021, arXiv 2105.14039).
+
+Follows DeepMind's `htm_attention.py`:
+
+* memory = completed chunks of C steps; a chunk's summary key is the plain mean of its C vectors;
+* read: project the query (no bias), score every chunk summary (scaled by 1/sqrt(F)), keep the top-k
+  chunks per query, softmax over those k only, attend inside each selected chunk with multi-head attention
+  whose query is the raw query vector and whose keys/values are the chunk contents plus a within-chunk
+  sinusoidal position encoding (positions C-1 .. 0, min timescale 2, max 1e4), and return the
+  chunk-weight-weighted sum of the per-chunk outputs;
+* keys and contents are stop-gradiented (`detach_writes=True`, DeepMind and lucidrains behaviour).
+
+Efficiency (the known port bug): the ports expand memory to [B, M, Q, C, D] before selecting chunks. Here
+the selected chunks are index-gathered ([B, Q, k, C, D], never M), and the projections are moved onto the
+query side: chunk scores use `(W_k^T W_q q) . key` and in-chunk logits use `(W_k,h^T W_q,h q) . content`, and
+values are projected after the attention-weighted sum, so memory contents are never projected. A step costs
+O(M*D + k*C*D*H) instead of O(M*C*D) for full attention.
+
+Layout: `contents [B, M, C, D]` is a ring buffer of the last `max_chunks` chunks of the current episode
+(oldest overwritten first); `acc [B, C, D]` is the chunk being filled. Streaming `step` reads the completed
+chunks first and then writes the step (read-before-write; the current, incomplete chunk is what the
+`HCAMLayer`'s local self-attention covers). `sequence` gives the same outputs for a whole window at once,
+with causal chunk masks and episode masks (`reset[b, t]`: episode starts at t).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from embodied.memory import MEMORIES
+from embodied.memory.base import Memory, ReadResult, masked_softmax, sinusoid
+
+
+def chunk_position_encoding(chunk_size: int, dim: int, device: torch.device | None = None) -> Tensor:
+    """DeepMind's in-chunk encoding: positions C-1 .. 0, timescales 2 .. 1e4, sine half then cosine half."""
+    pos = torch.arange(chunk_size - 1, -1, -1, device=device, dtype=torch.float32)
+    return sinusoid(pos, dim, min_timescale=2.0, max_timescale=1e4)
+
+
+class HCAMAttention(nn.Module):
+    """The HCAM read: top-k chunk selection, then attention inside the selected chunks.
+
+    Args:
+        query_dim: E, width of the queries.
+        memory_dim: D, width of stored vectors (must be even if `position_encoding`).
+        feature_dim: F, width of the projections and of the output (divisible by `heads`).
+        heads: H.
+        topk: k, chunks read per query.
+        chunk_size: C (for the position encoding).
+    """
+
+    def __init__(
+        self,
+        query_dim: int,
+        memory_dim: int,
+        feature_dim: int,
+        heads: int = 4,
+        topk: int = 4,
+        chunk_size: int = 16,
+        position_encoding: bool = True,
+    ) -> None:
+        super().__init__()
+        if feature_dim % heads:
+            raise ValueError(f"feature_dim {feature_dim} not divisible by heads {heads}")
+        self.query_dim, self.memory_dim, self.feature_dim = query_dim, memory_dim, feature_dim
+        self.heads, self.topk, self.chunk_size = heads, topk, chunk_size
+        self.position_encoding = position_encoding
+        self.chunk_q = nn.Linear(query_dim, feature_dim, bias=False)
+        self.chunk_k = nn.Linear(memory_dim, feature_dim, bias=False)
+        self.q = nn.Linear(query_dim, feature_dim, bias=False)
+        self.k = nn.Linear(memory_dim, feature_dim, bias=False)
+        self.v = nn.Linear(memory_dim, feature_dim, bias=False)
+        self.o = nn.Linear(feature_dim, feature_dim, bias=False)
+        pe = chunk_position_encoding(chunk_size, memory_dim) if position_encoding else torch.zeros(0)
+        self.register_buffer("pe", pe, persistent=False)
+
+    def chunk_scores(self, queries: Tensor, keys: Tensor) -> Tensor:
+        """[B,Q,E] x [B,M,D] -> [B,Q,M]: (W_q q).(W_k key)/sqrt(F), computed as (W_k^T W_q q).key."""
+        qk = self.chunk_q(queries) @ self.chunk_k.weight  # [B,Q,D]
+        return torch.einsum("bqd,bmd->bqm", qk, keys) / math.sqrt(self.feature_dim)
+
+    def forward(
+        self,
+        queries: Tensor,
+        keys: Tensor,
+        contents: Tensor,
+        chunk_mask: Tensor | None = None,
+        content_mask: Tensor | None = None,
+    ) -> ReadResult:
+        """queries [B,Q,E], keys [B,M,D], contents [B,M,C,D], chunk_mask [B,Q,M] or [B,M] bool (True = may
+        be read), content_mask [B,M,C] bool (valid positions inside chunks; None = all valid).
+
+        Returns output [B,Q,F] (zero where no chunk is readable) and trace {indices [B,Q,k], weights [B,Q,k]}.
+        """
+        B, Q, _ = queries.shape
+        M = keys.shape[1]
+        H, Fd = self.heads, self.feature_dim
+        dh = Fd // H
+        scores = self.chunk_scores(queries, keys)
+        if chunk_mask is not None and chunk_mask.dim() == 2:
+            chunk_mask = chunk_mask[:, None, :].expand(B, Q, M)
+        k = min(self.topk, M)
+        if k == 0:
+            z = queries.new_zeros(B, Q, Fd)
+            e = torch.zeros(B, Q, 0, dtype=torch.long, device=queries.device)
+            return ReadResult(z, {"indices": e, "weights": z[..., :0]})
+        masked = scores if chunk_mask is None else scores.masked_fill(~chunk_mask, float("-inf"))
+        top, idx = masked.topk(k, dim=-1)  # [B,Q,k]
+        sel_valid = torch.isfinite(top)
+        weights = masked_softmax(top, sel_valid)  # softmax over the k selected only
+        bidx = torch.arange(B, device=queries.device)[:, None, None]
+        chunks = contents[bidx, idx]  # [B,Q,k,C,D] index gather, never [B,M,Q,C,D]
+        if self.position_encoding:
+            chunks = chunks + self.pe.to(chunks.dtype)
+        # Per-head query moved into memory space: (W_k,h^T W_q,h q) / sqrt(dh).
+        qh = self.q(queries).view(B, Q, H, dh)
+        qk = torch.einsum("bqhe,hed->bqhd", qh, self.k.weight.view(H, dh, -1)) / math.sqrt(dh)
+        logits = torch.einsum("bqhd,bqkcd->bqkhc", qk, chunks)
+        cmask = None
+        if content_mask is not None:
+            cmask = content_mask[bidx, idx][:, :, :, None, :]  # [B,Q,k,1,C]
+        attn = masked_softmax(logits, cmask)
+        ctx = torch.einsum("bqkhc,bqkcd->bqkhd", attn, chunks)
+        ctx = torch.einsum("bqk,bqkhd->bqhd", weights, ctx)  # chunk-weighted sum before projecting values
+        vals = torch.einsum("bqhd,hed->bqhe", ctx, self.v.weight.view(H, dh, -1)).reshape(B, Q, Fd)
+        out = self.o(vals)
+        return ReadResult(out, {"indices": idx, "weights": weights, "selected_valid": sel_valid})
+
+
+@MEMORIES.register("hcam")
+class HCAM(Memory):
+    """HCAM memory over a stream of D-vectors, batched over B environments.
+
+    Args:
+        dim: D, width of written vectors (even when `position_encoding`).
+        batch_size: B.
+        chunk_size: C.
+        topk: k chunks read per query.
+        heads: attention heads inside chunks.
+        max_chunks: ring-buffer capacity M in chunks (oldest chunk of the episode overwritten first).
+        query_dim: E (default D).
+        feature_dim: F, output width (default D).
+        position_encoding: add the within-chunk sinusoid (DeepMind default True; SAT uses False).
+        detach_writes: store detached vectors (stop-gradient; default True).
+
+    API: `write(x[B,D], active[B]|None)`; `read(query[B,E] or [B,Q,E]) -> ReadResult(out [B,(Q,)F], trace)`;
+    `step(x, query=None)` = read then write; `sequence(xs[B,T,D], queries=None, reset=None)` = T steps at once.
+    """
+
+    def __init__(
+        self,
+        dim: int = 64,
+        batch_size: int = 1,
+        chunk_size: int = 16,
+        topk: int = 4,
+        heads: int = 4,
+        max_chunks: int = 256,
+        query_dim: int | None = None,
+        feature_dim: int | None = None,
+        position_encoding: bool = True,
+        detach_writes: bool = True,
+    ) -> None:
+        super().__init__(batch_size, detach_writes)
+        self.dim, self.chunk_size, self.max_chunks = dim, chunk_size, max_chunks
+        self.query_dim = query_dim or dim
+        self.feature_dim = feature_dim or dim
+        self.attention = HCAMAttention(
+            self.query_dim, dim, self.feature_dim, heads, topk, chunk_size, position_encoding
+        )
+        B, M, C = batch_size, max_chunks, chunk_size
+        self._add_state("contents", torch.zeros(B, M, C, dim))
+        self._add_state("keys", torch.zeros(B, M, dim))
+        self._add_state("chunk_valid", torch.zeros(B, M, dtype=torch.bool), False)
+        self._add_state("chunk_ord", torch.zeros(B, M, dtype=torch.long), -1)
+        self._add_state("chunk_t", torch.zeros(B, M, dtype=torch.long), -1)
+        self._add_state("acc", torch.zeros(B, C, dim))
+        self._add_state("n_acc", torch.zeros(B, dtype=torch.long))
+        self._add_state("n_chunks", torch.zeros(B, dtype=torch.long))
+        self._add_state("t", torch.zeros(B, dtype=torch.long))
+
+    # ------------------------------------------------------------------ streaming
+    def write(self, x: Tensor, active: Tensor | None = None) -> dict[str, Tensor]:
+        """Append one step x [B,D]; rows with active=False neither write nor advance."""
+        B, C, M = self.batch_size, self.chunk_size, self.max_chunks
+        x = self._store(x)
+        if active is None:
+            active = torch.ones(B, dtype=torch.bool, device=x.device)
+        rows = torch.arange(B, device=x.device)
+        n = self.n_acc
+        cur = self.acc[rows, n.clamp(max=C - 1)]
+        self.acc[rows, n.clamp(max=C - 1)] = torch.where(active[:, None], x, cur)
+        completes = active & (n + 1 == C)
+        done = completes.nonzero().flatten()
+        if done.numel():
+            slot = self.n_chunks[done] % M
+            chunk = self.acc[done]
+            self.contents[done, slot] = chunk
+            self.keys[done, slot] = chunk.mean(dim=1)
+            self.chunk_valid[done, slot] = True
+            self.chunk_ord[done, slot] = self.n_chunks[done]
+            self.chunk_t[done, slot] = self.t[done] - (C - 1)
+            self.acc[done] = 0.0
+        self.n_chunks += completes.long()
+        self.n_acc = torch.where(active, (n + 1) % C, n)
+        self.t += active.long()
+        return {"chunk_written": completes}
+
+    def read(self, query: Tensor) -> ReadResult:
+        """query [B,E] or [B,Q,E] over the completed chunks of each row's current episode."""
+        squeeze = query.dim() == 2
+        q = query[:, None] if squeeze else query
+        r = self.attention(q, self.keys, self.contents, self.chunk_valid)
+        tr = dict(r.trace)
+        bidx = torch.arange(q.shape[0], device=q.device)[:, None, None]
+        tr["chunk_start_t"] = self.chunk_t[bidx, tr["indices"]]
+        tr["occupancy"] = self.chunk_valid.sum(1)
+        out = r.output[:, 0] if squeeze else r.output
+        if squeeze:
+            tr = {k: v[:, 0] if torch.is_tensor(v) and v.dim() == 3 else v for k, v in tr.items()}
+        return ReadResult(out, tr)
+
+    def step(self, x: Tensor, query: Tensor | None = None, active: Tensor | None = None) -> ReadResult:
+        r = self.read(x if query is None else query)
+        self.write(x, active)
+        return r
+
+    # ------------------------------------------------------------------ sequence mode
+    def timeline(self, T: int, reset: Tensor | None) -> dict[str, Tensor]:
+        """Per (b, t) episode bookkeeping for a window of T steps starting from the current state."""
+        B, C, dev = self.batch_size, self.chunk_size, self.device
+        tt = torch.arange(T, device=dev).expand(B, T)
+        if reset is None:
+            reset = torch.zeros(B, T, dtype=torch.bool, device=dev)
+        ep_start = torch.where(reset.to(dev), tt, torch.full_like(tt, -1)).cummax(dim=1).values
+        carried = ep_start < 0
+        n0 = self.n_acc[:, None]
+        i_t = torch.where(carried, n0 + tt, tt - ep_start)  # index in the chunk phase
+        return {"tt": tt, "ep_start": ep_start, "carried": carried, "i_t": i_t, "pos": i_t % C, "reset": reset}
+
+    def stream(self, xs: Tensor) -> Tensor:
+        """cat(accumulator right-aligned in C slots, xs) -> [B, C+T, D]; xs[t] sits at index C+t."""
+        C = self.chunk_size
+        j = torch.arange(C, device=xs.device)
+        src = j[None] - (C - self.n_acc[:, None])  # [B,C]
+        ok = src >= 0
+        acc = self.acc.gather(1, src.clamp(min=0)[..., None].expand(-1, -1, self.dim))
+        acc = acc * ok[..., None]
+        return torch.cat([acc.to(xs.dtype), xs], dim=1)
+
+    def sequence(self, xs: Tensor, queries: Tensor | None = None, reset: Tensor | None = None) -> ReadResult:
+        """Process a window: xs [B,T,D] written, queries [B,T,E] or [B,T,Q,E] (default xs) read,
+        reset [B,T] bool (episode starts at t: memory cleared before step t). Equals T calls of
+        `step` (with `reset(reset[:, t])` before each); updates the state the same way."""
+        B, T, D = xs.shape
+        C, M = self.chunk_size, self.max_chunks
+        if queries is None:
+            queries = xs
+        squeeze = queries.dim() == 3
+        q = queries[:, :, None] if squeeze else queries
+        Q = q.shape[2]
+        tl = self.timeline(T, reset)
+        tt, ep_start, carried, i_t = tl["tt"], tl["ep_start"], tl["carried"], tl["i_t"]
+        S = self.stream(self._store(xs))
+        completes = (i_t % C) == C - 1
+        windows = S.unfold(1, C, 1)[:, 1:].permute(0, 1, 3, 2)  # [B,T,C,D]: S[t+1 .. t+C]
+        cum = completes.long().cumsum(1)
+        cum_before_ep = torch.where(
+            carried, torch.zeros_like(cum), (cum - completes.long()).gather(1, ep_start.clamp(min=0))
+        )
+        in_ep = cum - cum_before_ep  # completions in this episode up to and including t
+        base = torch.where(carried, self.n_chunks[:, None], torch.zeros_like(cum))
+        count_before = base + in_ep - completes.long()
+        # compact the new chunks of the window
+        Mn = max(1, (T + C - 1) // C)
+        order = torch.where(completes, tt, tt + T).argsort(dim=1)[:, :Mn]
+        sel_valid = completes.gather(1, order)
+        bidx = torch.arange(B, device=xs.device)[:, None]
+        new_contents = windows[bidx, order]  # [B,Mn,C,D]
+        new_keys = new_contents.mean(dim=2)
+        new_ord = (base + in_ep - 1).gather(1, order)
+        new_ep = ep_start.gather(1, order)
+        ep_t = torch.where(carried, self.t[:, None] + tt, tt - ep_start)
+        new_t = ep_t.gather(1, order) - (C - 1)
+        # masks [B,T,M+Mn]
+        lo = (count_before - M)[..., None]
+        m_old = self.chunk_valid[:, None, :] & carried[..., None] & (self.chunk_ord[:, None, :] >= lo)
+        m_new = (
+            sel_valid[:, None, :]
+            & (order[:, None, :] < tt[..., None])
+            & (new_ep[:, None, :] == ep_start[..., None])
+            & (new_ord[:, None, :] >= lo)
+        )
+        keys = torch.cat([self.keys.to(xs.dtype), new_keys], 1)
+        contents = torch.cat([self.contents.to(xs.dtype), new_contents], 1)
+        mask = torch.cat([m_old, m_new], -1)
+        mask_q = mask[:, :, None].expand(B, T, Q, -1).reshape(B, T * Q, -1)
+        r = self.attention(q.reshape(B, T * Q, -1), keys, contents, mask_q)
+        idx = r.trace["indices"].view(B, T, Q, -1)
+        all_t = torch.cat([self.chunk_t, new_t], 1)
+        trace: dict[str, Any] = {
+            "indices": idx,
+            "weights": r.trace["weights"].view(B, T, Q, -1),
+            "chunk_start_t": all_t[bidx[..., None], idx.view(B, T * Q, -1)].view(B, T, Q, -1),
+            "occupancy": mask.sum(-1),
+        }
+        out = r.output.view(B, T, Q, -1)
+        if squeeze:
+            out = out[:, :, 0]
+            trace = {k: (v[:, :, 0] if v.dim() == 4 else v) for k, v in trace.items()}
+        self._commit(tl, S, completes, order, sel_valid, new_contents, new_keys, new_ord, new_ep, new_t, base, in_ep)
+        return ReadResult(out, trace)
+
+    def _commit(
+        self,
+        tl: dict[str, Tensor],
+        S: Tensor,
+        completes: Tensor,
+        order: Tensor,
+        sel_valid: Tensor,
+        new_contents: Tensor,
+        new_keys: Tensor,
+        new_ord: Tensor,
+        new_ep: Tensor,
+        new_t: Tensor,
+        base: Tensor,
+        in_ep: Tensor,
+    ) -> None:
+        B, T = completes.shape
+        C, M = self.chunk_size, self.max_chunks
+        ep_last = tl["ep_start"][:, -1]
+        carried_last = tl["carried"][:, -1]
+        t0 = self.t.clone()
+        self.reset(tl["reset"].any(1))
+        final_count = base[:, -1] + in_ep[:, -1]
+        keep = sel_valid & (new_ep == ep_last[:, None]) & (new_ord >= (final_count - M)[:, None])
+        slot = torch.where(keep, new_ord % M, torch.full_like(new_ord, M))
+        bidx = torch.arange(B, device=S.device)[:, None]
+
+        def put(buf: Tensor, val: Tensor) -> Tensor:
+            ext = torch.cat([buf, buf[:, :1]], 1)
+            ext[bidx, slot] = val.to(buf.dtype)
+            return ext[:, :M]
+
+        self.contents = put(self.contents, new_contents)
+        self.keys = put(self.keys, new_keys)
+        self.chunk_valid = put(self.chunk_valid, torch.ones_like(sel_valid))
+        self.chunk_ord = put(self.chunk_ord, new_ord)
+        self.chunk_t = put(self.chunk_t, new_t)
+        n_final = (tl["i_t"][:, -1] + 1) % C
+        j = torch.arange(C, device=S.device)
+        src = (C + T - n_final)[:, None] + j[None]
+        acc = S.gather(1, src.clamp(max=C + T - 1)[..., None].expand(-1, -1, self.dim))
+        self.acc = (acc * (j[None] < n_final[:, None])[..., None]).to(self.acc.dtype)
+        self.n_acc = n_final
+        self.n_chunks = final_count
+        self.t = torch.where(carried_last, t0 + T, T - ep_last)
+
+
+class _LocalAttention(nn.Module):
+    """Multi-head attention of each step over a window of keys [B,T,W,D] with a validity mask [B,T,W]."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.o = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, window: Tensor, valid: Tensor) -> Tensor:
+        B, T, W, D = window.shape
+        H = self.heads
+        q = self.q(x).view(B, T, H, 1, D // H)
+        k, v = self.kv(window).view(B, T, W, 2, H, D // H).permute(3, 0, 1, 4, 2, 5)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, :, None, None, :])
+        return self.o(out.reshape(B, T, D))
+
+
+@MEMORIES.register("hcam_layer")
+class HCAMLayer(Memory):
+    """HCAM transformer layer (pre-LayerNorm, as SAT's `HCAMLayer`):
+
+        x <- x + LocalSelfAttn(LN x)     over the current, incomplete chunk (this layer's accumulator) + x
+        x <- x + HCAM(LN x)              over the completed chunks of this layer's memory
+        x <- x + MLP(LN x)
+
+    The layer stores its own input x (the residual stream entering the layer) in its memory. A policy
+    stacks several layers (the paper uses four); each keeps its own memory.
+    `step(x[B,D]) -> ReadResult(out[B,D], trace)`; `sequence(xs[B,T,D], reset[B,T]|None)`.
+    """
+
+    def __init__(
+        self,
+        dim: int = 64,
+        batch_size: int = 1,
+        heads: int = 4,
+        topk: int = 4,
+        chunk_size: int = 16,
+        max_chunks: int = 256,
+        mlp_ratio: int = 4,
+        position_encoding: bool = True,
+        detach_writes: bool = True,
+    ) -> None:
+        super().__init__(batch_size, detach_writes)
+        self.memory = HCAM(
+            dim, batch_size, chunk_size, topk, heads, max_chunks,
+            position_encoding=position_encoding, detach_writes=detach_writes,
+        )  # fmt: skip
+        self.ln1, self.ln2, self.ln3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.local = _LocalAttention(dim, heads)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    @property
+    def batch_size(self) -> int:
+        return self.memory.batch_size
+
+    def reset(self, mask: Tensor | None = None) -> None:
+        self.memory.reset(mask)
+
+    def prune(self, keep: Tensor) -> None:
+        self.memory.prune(keep)
+
+    def detach_(self) -> None:
+        self.memory.detach_()
+
+    def _local(self, xs: Tensor, tl: dict[str, Tensor]) -> Tensor:
+        C = self.memory.chunk_size
+        S = self.ln1(self.memory.stream(xs))
+        windows = S.unfold(1, C, 1)[:, 1:].permute(0, 1, 3, 2)  # window of t ends with x_t
+        j = torch.arange(C, device=xs.device)
+        valid = j[None, None, :] >= (C - 1 - tl["pos"])[..., None]
+        return self.local(S[:, C:], windows, valid)
+
+    def write(self, x: Tensor, active: Tensor | None = None) -> dict[str, Tensor]:
+        return self.memory.write(x, active)
+
+    def read(self, query: Tensor) -> ReadResult:
+        return self.memory.read(query)
+
+    def step(self, x: Tensor) -> ReadResult:
+        return self.sequence(x[:, None])._squeeze_time()
+
+    def sequence(self, xs: Tensor, reset: Tensor | None = None) -> _LayerResult:
+        tl = self.memory.timeline(xs.shape[1], reset)
+        x1 = xs + self._local(xs, tl)
+        r = self.memory.sequence(xs, self.ln2(x1), reset)
+        x2 = x1 + r.output
+        x3 = x2 + self.mlp(self.ln3(x2))
+        return _LayerResult(x3, r.trace)
+
+
+class _LayerResult(ReadResult):
+    def _squeeze_time(self) -> ReadResult:
+        return ReadResult(self.output[:, 0], {k: v[:, 0] for k, v in self.trace.items()})
