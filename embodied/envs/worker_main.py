@@ -34,6 +34,19 @@ BACKEND_CLASSES = {
 }
 
 
+def _attach_untracked(shared_memory, name):
+    """Attach to the client's block without letting this process's resource tracker unlink
+    it at exit (Python < 3.13 tracks attached blocks too; the client owns them)."""
+    try:
+        return shared_memory.SharedMemory(name=name, track=False)  # Python >= 3.13
+    except TypeError:
+        from multiprocessing import resource_tracker
+
+        block = shared_memory.SharedMemory(name=name)
+        resource_tracker.unregister(block._name, "shared_memory")
+        return block
+
+
 class Server:
     def __init__(self):
         self.backend = None
@@ -57,7 +70,7 @@ class Server:
         import numpy as np
 
         for name, spec in shm.items():
-            block = shared_memory.SharedMemory(name=spec["name"])
+            block = _attach_untracked(shared_memory, spec["name"])
             view = np.ndarray(tuple(spec["shape"]), dtype=np.dtype(spec["dtype"]), buffer=block.buf)
             self.frames[name] = (block, view)
 

@@ -69,8 +69,12 @@ def info_row(info: dict[str, Any], i: int) -> dict[str, Any]:
 
 
 def _select(obs: Any, rows: list[int]) -> Any:
+    """The rows of a batched observation. Gymnasium batches a Text space as a tuple of str;
+    policies get it as an object array, like every other key."""
     if isinstance(obs, dict):
         return {k: _select(v, rows) for k, v in obs.items()}
+    if isinstance(obs, tuple) and all(isinstance(v, str) for v in obs):
+        return np.array([obs[r] for r in rows], dtype=object)
     if isinstance(obs, tuple):
         return tuple(_select(v, rows) for v in obs)
     return obs[rows]

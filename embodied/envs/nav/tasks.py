@@ -34,6 +34,7 @@ from embodied.envs.scenes import Scene, generate_scene, split_scene_seeds
 SPLITS = ("train", "val_seen", "val_unseen")
 BACKENDS = ("mujoco", "habitat")
 PHASE_TOUR, PHASE_TASK = 0, 1
+MAX_SCENE_EXTENT = 100.0  # metres: bounds the goal and GPS observations (houses are under 25 m)
 
 
 @lru_cache(maxsize=16)
@@ -265,7 +266,8 @@ class NavEnv(gym.Env):
         if self.phase == PHASE_TASK:
             info["metrics"] = self.metrics()
         else:
-            info["metrics"] = {"distance_to_goal": math.nan, "success": 0.0, "oracle_success": 0.0,
+            here = self.backend.get_agent_pose().position
+            info["metrics"] = {"distance_to_goal": self.distance_to_goal(here), "success": 0.0, "oracle_success": 0.0,
                                "spl": 0.0, "path_length": 0.0, **self._extra_metric_defaults()}
         return info
 
@@ -331,6 +333,16 @@ def sample_start(rng: np.random.Generator, backend: NavBackend, goals: list[np.n
     raise NoEpisode("no start at the required distance")
 
 
+def resample_path(path: np.ndarray, spacing: float) -> np.ndarray:
+    """Points every `spacing` metres along a polyline (ends included): the dense ground-truth
+    locations that nDTW compares against, as VLN-CE's `_gt` files hold."""
+    path = np.asarray(path, dtype=np.float64)
+    seg = np.linalg.norm(np.diff(path, axis=0), axis=1)
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    stops = np.append(np.arange(0.0, cum[-1], spacing), cum[-1])
+    return np.stack([np.interp(stops, cum, path[:, k]) for k in range(path.shape[1])], axis=1)
+
+
 def random_yaw(rng: np.random.Generator) -> float:
     return float(rng.uniform(-math.pi, math.pi))
 
@@ -349,11 +361,11 @@ class PointNavEnv(NavEnv):
     expert_stop_distance = 0.15
 
     def task_spaces(self) -> dict[str, spaces.Space]:
-        inf = np.float32(np.inf)
+        far = np.float32(MAX_SCENE_EXTENT)
         return {
-            "pointgoal": spaces.Box(np.array([0, -np.pi], np.float32), np.array([inf, np.pi], np.float32), (2,),
+            "pointgoal": spaces.Box(np.array([0, -np.pi], np.float32), np.array([far, np.pi], np.float32), (2,),
                                     np.float32),
-            "gps": spaces.Box(-inf, inf, (2,), np.float32),
+            "gps": spaces.Box(-far, far, (2,), np.float32),
             "compass": spaces.Box(-np.pi, np.pi, (1,), np.float32),
         }
 
@@ -451,7 +463,8 @@ class VLNEnv(NavEnv):
                                room_name(scene, target.room))
         return NavEpisode("", f"procedural:{scene.seed}", as_list(start), yaw, [as_list(goal)],
                           self.success_distance, geodesic_distance=d, instruction=text,
-                          reference_path=[as_list(p) for p in path], target_object_ids=[target.id])
+                          reference_path=[as_list(p) for p in resample_path(path, self.agent_cfg.forward_step)],
+                          target_object_ids=[target.id])
 
     def _rooms_and_landmarks(self, scene: Scene, path: np.ndarray, exclude: int) -> tuple[list[str], list]:
         from embodied.envs.nav.language import describe
@@ -513,7 +526,7 @@ class ObjectRecallEnv(NavEnv):
         shown = [viewable[i] for i in order]
         start = self.backend.sample_navigable_point(rng)
         yaw = random_yaw(rng)
-        actions, end_pos, _ = self._tour_script(start, yaw, shown)
+        actions, end_pos, _ = self._tour_script(rng, start, yaw, shown)
         if len(actions) > self.max_tour_steps:
             raise NoEpisode("tour too long")
         question, target = self._question(rng, scene, [o for o, _ in shown])
@@ -524,25 +537,47 @@ class ObjectRecallEnv(NavEnv):
                           target_object_ids=[target.id], tour_actions=actions,
                           extra={"shown_object_ids": [o.id for o, _ in shown]})
 
-    def _tour_script(self, start: np.ndarray, yaw: float, shown) -> tuple[list[int], np.ndarray, float]:
-        """Simulate the follower from view point to view point, turning to face each object."""
+    def _tour_script(self, rng: np.random.Generator, start: np.ndarray, yaw: float,
+                     shown) -> tuple[list[int], np.ndarray, float]:
+        """Simulate the follower from view point to view point, turning to face each object,
+        then walk away to a point far from all of them, so that stopping where the tour ends
+        answers no question."""
         backend = self.backend
         backend.set_agent_pose(start, yaw)
         actions: list[int] = []
         for obj, views in shown:
             pose = backend.get_agent_pose()
-            goal = min(views, key=lambda v: backend.geodesic_distance(pose.position, v))
-            for _ in range(self.max_tour_steps):
-                a = int(self.follower.next_action(backend.get_agent_pose(), goal, 0.3))
-                if a == Action.STOP:
-                    break
-                backend.apply_action(a)
-                actions.append(a)
+            actions += self._walk_to(min(views, key=lambda v: backend.geodesic_distance(pose.position, v)))
             actions += self._face(obj)
             if len(actions) > self.max_tour_steps:
-                break
+                raise NoEpisode("tour too long")
+        actions += self._walk_to(self._tour_end(rng, [v for _, views in shown for v in views]))
         pose = backend.get_agent_pose()
         return actions, pose.position.copy(), pose.yaw
+
+    def _walk_to(self, goal: np.ndarray) -> list[int]:
+        actions: list[int] = []
+        for _ in range(self.max_tour_steps):
+            a = int(self.follower.next_action(self.backend.get_agent_pose(), goal, 0.3))
+            if a == Action.STOP:
+                break
+            self.backend.apply_action(a)
+            actions.append(a)
+        return actions
+
+    def _tour_end(self, rng: np.random.Generator, views: list[np.ndarray]) -> np.ndarray:
+        """A navigable point at least `success_distance + 2 m` (geodesic) from every view point
+        of every shown object, and as close to the agent as such a point can be found."""
+        here = self.backend.get_agent_pose().position
+        far = self.success_distance + 2.0
+        candidates = []
+        for _ in range(40):
+            p = self.backend.sample_navigable_point(rng)
+            if min(self.backend.geodesic_distance(p, v) for v in views) >= far:
+                candidates.append(p)
+        if not candidates:
+            raise NoEpisode("no tour end far from the shown objects")
+        return min(candidates, key=lambda p: self.backend.geodesic_distance(here, p))
 
     def _face(self, obj) -> list[int]:
         backend, step = self.backend, math.radians(self.agent_cfg.turn_angle_deg)

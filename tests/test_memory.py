@@ -1,0 +1,336 @@
+"""Property tests shared by every memory in `embodied.memory` (small dims, few hypothesis examples)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+import embodied.memory as em
+
+SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+)
+
+
+@dataclass
+class Driver:
+    make: Callable[[int], Any]
+    inputs: Callable[[int, int, torch.Generator], tuple[torch.Tensor, ...]]  # each [B,T,...]
+    step: Callable[[Any, tuple[torch.Tensor, ...]], torch.Tensor]
+    sequence: Callable[[Any, tuple[torch.Tensor, ...], torch.Tensor | None], torch.Tensor]
+
+
+def _randn(*shape: int, g: torch.Generator) -> torch.Tensor:
+    return torch.randn(*shape, generator=g)
+
+
+DRIVERS: dict[str, Driver] = {
+    "hcam": Driver(
+        make=lambda B: em.make("hcam", dim=8, batch_size=B, chunk_size=3, topk=2, heads=2, max_chunks=3),
+        inputs=lambda B, T, g: (_randn(B, T, 8, g=g),),
+        step=lambda m, x: m.step(x[0]).output,
+        sequence=lambda m, x, r: m.sequence(x[0], reset=r).output,
+    ),
+    "hcam_layer": Driver(
+        make=lambda B: em.make("hcam_layer", dim=8, batch_size=B, chunk_size=3, topk=2, heads=2, max_chunks=3),
+        inputs=lambda B, T, g: (_randn(B, T, 8, g=g),),
+        step=lambda m, x: m.step(x[0]).output,
+        sequence=lambda m, x, r: m.sequence(x[0], r).output,
+    ),
+    "pcmb": Driver(
+        make=lambda B: em.make("pcmb", dim=8, n_tokens=2, batch_size=B, capacity=3, heads=2),
+        inputs=lambda B, T, g: (_randn(B, T, 2, 8, g=g), _randn(B, T, 8, g=g)),
+        step=lambda m, x: m.step(x[0], x[1]).output[0].flatten(1),
+        sequence=lambda m, x, r: m.sequence(x[0], x[1], r).output[0].flatten(2),
+    ),
+    "pcmb_fifo": Driver(
+        make=lambda B: em.make("pcmb", dim=8, n_tokens=2, batch_size=B, capacity=3, consolidation="fifo"),
+        inputs=lambda B, T, g: (_randn(B, T, 2, 8, g=g), _randn(B, T, 8, g=g)),
+        step=lambda m, x: m.step(x[0], x[1]).output[1],
+        sequence=lambda m, x, r: m.sequence(x[0], x[1], r).output[1],
+    ),
+    "dual_kv": Driver(
+        make=lambda B: em.make(
+            "dual_kv", semantic_dim=6, spatial_dim=5, dim=8, tokens_per_frame=2, batch_size=B,
+            layers=1, heads=2, n_initial=2, n_recent=3,
+        ),  # fmt: skip
+        inputs=lambda B, T, g: (_randn(B, T, 2, 6, g=g), _randn(B, T, 2, 5, g=g)),
+        step=lambda m, x: m.step(x[0], x[1]).output,
+        sequence=lambda m, x, r: m.sequence(x[0], x[1], r).output,
+    ),
+    "events": Driver(
+        make=lambda B: em.make("events", dim=8, batch_size=B, max_events=4, max_event_len=3, window=5, topk=2),
+        inputs=lambda B, T, g: (_randn(B, T, 8, g=g), torch.rand(B, T, generator=g)),
+        step=lambda m, x: m.step(x[0], x[1]).output,
+        sequence=lambda m, x, r: m.sequence(x[0], x[1], r).output,
+    ),
+    **{
+        f"place_{ev}": Driver(
+            make=lambda B, ev=ev: em.make(
+                "place", dim=8, batch_size=B, capacity=6, num_places=3, chunk_size=2, topk=2, eviction=ev
+            ),
+            inputs=lambda B, T, g: (_randn(B, T, 8, g=g), torch.randint(0, 3, (B, T), generator=g)),
+            step=lambda m, x: m.step(x[0], x[1]).output,
+            sequence=lambda m, x, r: m.sequence(x[0], x[1], r).output,
+        )
+        for ev in ("fifo", "lifo", "lvfo", "mvfo")
+    },
+}
+
+
+def register_driver(name: str, driver: Driver) -> None:
+    DRIVERS[name] = driver
+
+
+def _slice(x: tuple[torch.Tensor, ...], t: int) -> tuple[torch.Tensor, ...]:
+    return tuple(v[:, t] for v in x)
+
+
+def _rows(x: tuple[torch.Tensor, ...], idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tuple(v[idx] for v in x)
+
+
+def _run(mem: Any, d: Driver, x: tuple[torch.Tensor, ...], reset: torch.Tensor | None = None) -> torch.Tensor:
+    outs = []
+    for t in range(x[0].shape[1]):
+        if reset is not None:
+            mem.reset(reset[:, t])
+        outs.append(d.step(mem, _slice(x, t)))
+    return torch.stack(outs, 1)
+
+
+def _fresh(d: Driver, B: int, seed: int = 0) -> Any:
+    torch.manual_seed(seed)
+    return d.make(B)
+
+
+names = pytest.mark.parametrize("name", sorted(DRIVERS))
+
+
+@names
+@SETTINGS
+@given(seed=st.integers(0, 2**16), T=st.integers(4, 14), env=st.integers(0, 2), at=st.integers(0, 13))
+def test_reset_of_one_env_never_changes_others(name: str, seed: int, T: int, env: int, at: int) -> None:
+    d = DRIVERS[name]
+    g = torch.Generator().manual_seed(seed)
+    B = 3
+    x = d.inputs(B, T, g)
+    a, b = _fresh(d, B), _fresh(d, B)
+    reset = torch.zeros(B, T, dtype=torch.bool)
+    reset[env, min(at, T - 1)] = True
+    with torch.no_grad():
+        oa = _run(a, d, x)
+        ob = _run(b, d, x, reset)
+    others = [i for i in range(B) if i != env]
+    torch.testing.assert_close(oa[others], ob[others], rtol=0, atol=0)
+
+
+@names
+@SETTINGS
+@given(seed=st.integers(0, 2**16), T=st.integers(3, 16), p=st.floats(0.0, 0.3))
+def test_streaming_equals_sequence(name: str, seed: int, T: int, p: float) -> None:
+    d = DRIVERS[name]
+    g = torch.Generator().manual_seed(seed)
+    B = 3
+    x = d.inputs(B, 2 * T, g)
+    reset = torch.rand(B, 2 * T, generator=g) < p
+    a, b = _fresh(d, B), _fresh(d, B)
+    with torch.no_grad():
+        oa = _run(a, d, x, reset)
+        first = tuple(v[:, :T] for v in x)
+        second = tuple(v[:, T:] for v in x)
+        ob = torch.cat([d.sequence(b, first, reset[:, :T]), d.sequence(b, second, reset[:, T:])], 1)
+    torch.testing.assert_close(oa.reshape(ob.shape), ob, rtol=1e-4, atol=1e-5)
+
+
+@names
+@SETTINGS
+@given(seed=st.integers(0, 2**16), T=st.integers(2, 12))
+def test_state_round_trip_and_prune(name: str, seed: int, T: int) -> None:
+    d = DRIVERS[name]
+    g = torch.Generator().manual_seed(seed)
+    B = 3
+    x = d.inputs(B, 2 * T, g)
+    a = _fresh(d, B)
+    with torch.no_grad():
+        _run(a, d, tuple(v[:, :T] for v in x))
+        saved = copy.deepcopy(a.state_dict())
+        b = _fresh(d, 1, seed=1)  # another batch size and other weights: the state dict carries both
+        b.load_state_dict(saved)
+        assert b.batch_size == B
+        rest = tuple(v[:, T:] for v in x)
+        oa, ob = _run(a, d, rest), _run(b, d, rest)
+        torch.testing.assert_close(oa, ob, rtol=0, atol=0)
+        # prune: keep envs 2 and 0 (in that order); their outputs continue unchanged
+        c = _fresh(d, 1, seed=2)
+        c.load_state_dict(saved)
+        c.prune(torch.tensor([2, 0]))
+        assert c.batch_size == 2
+        oc = _run(c, d, _rows(rest, torch.tensor([2, 0])))
+        torch.testing.assert_close(oc, oa[[2, 0]], rtol=1e-5, atol=1e-6)
+        keep = torch.tensor([True, False, True])
+        c2 = _fresh(d, 1, seed=2)
+        c2.load_state_dict(saved)
+        c2.prune(keep)
+        torch.testing.assert_close(_run(c2, d, _rows(rest, keep)), oa[keep], rtol=1e-5, atol=1e-6)
+
+
+def test_registry_and_names() -> None:
+    for n in ("hcam", "pcmb", "dual_kv"):
+        assert n in em.names()
+    with pytest.raises(TypeError):
+        em.make("hcam", no_such_option=1)
+
+
+# ----------------------------------------------------------------------------- mechanism-specific
+def test_hcam_topk_all_chunks_equals_full_attention_over_chunks() -> None:
+    torch.manual_seed(0)
+    B, M, C, D, Q = 2, 5, 4, 8, 3
+    att = em.hcam.HCAMAttention(query_dim=6, memory_dim=D, feature_dim=8, heads=2, topk=M, chunk_size=C)
+    q = torch.randn(B, Q, 6)
+    contents = torch.randn(B, M, C, D)
+    keys = contents.mean(2)
+    out = att(q, keys, contents).output
+    # reference: every chunk, softmax over all chunk scores, standard MHA inside each chunk
+    kappa = att.chunk_k(keys)
+    w = torch.softmax(torch.einsum("bqf,bmf->bqm", att.chunk_q(q), kappa) / 8**0.5, -1)
+    mem = contents + em.hcam.chunk_position_encoding(C, D)
+    H, dh = 2, 4
+    qh = att.q(q).view(B, Q, H, dh)
+    kh = att.k(mem).view(B, M, C, H, dh)
+    vh = att.v(mem).view(B, M, C, H, dh)
+    a = torch.softmax(torch.einsum("bqhe,bmche->bqmhc", qh, kh) / dh**0.5, -1)
+    per_chunk = torch.einsum("bqmhc,bmche->bqmhe", a, vh).reshape(B, Q, M, H * dh)
+    ref = att.o(torch.einsum("bqm,bqmf->bqf", w, per_chunk))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_hcam_chunk_keys_are_means_and_ring_capacity() -> None:
+    m = em.make("hcam", dim=4, batch_size=2, chunk_size=2, topk=1, heads=1, max_chunks=2)
+    xs = torch.arange(2 * 10 * 4, dtype=torch.float32).view(2, 10, 4)
+    for t in range(10):
+        m.write(xs[:, t])
+    assert m.n_chunks.tolist() == [5, 5]
+    assert m.chunk_valid.sum(1).tolist() == [2, 2]  # capacity: only the last 2 chunks remain
+    assert sorted(m.chunk_ord[0].tolist()) == [3, 4]
+    slot = int((m.chunk_ord[0] == 4).nonzero())
+    torch.testing.assert_close(m.keys[0, slot], xs[0, 8:10].mean(0))
+    r = m.read(torch.randn(2, 4))
+    assert r.trace["indices"].shape == (2, 1) and torch.allclose(r.trace["weights"], torch.ones(2, 1))
+
+
+def test_hcam_no_memory_expansion() -> None:
+    """The read never builds a [B, M, Q, C, D] tensor: peak intermediate stays O(Q*k*C*D)."""
+    m = em.make("hcam", dim=8, batch_size=1, chunk_size=4, topk=2, heads=2, max_chunks=64)
+    m.sequence(torch.randn(1, 256, 8))
+    sizes = []
+
+    def hook(*args: Any) -> None:
+        pass
+
+    with torch.profiler.profile(profile_memory=True) as prof:
+        m.read(torch.randn(1, 16, 8))
+    for ev in prof.key_averages():
+        sizes.append(ev.cpu_memory_usage)
+    assert max(sizes) < 64 * 16 * 4 * 8 * 4  # far below M*Q*C*D floats
+
+
+def test_hcam_gradient_stop_and_flow() -> None:
+    for detach, expect in ((True, False), (False, True)):
+        m = em.make("hcam", dim=4, batch_size=1, chunk_size=2, topk=1, heads=1, detach_writes=detach)
+        xs = torch.randn(1, 6, 4, requires_grad=True)
+        out = m.sequence(xs, queries=torch.randn(1, 6, 4)).output
+        out.sum().backward()
+        assert (xs.grad is not None and xs.grad.abs().sum() > 0) == expect
+
+
+def test_pcmb_merge_consolidation_merges_most_similar_adjacent_pair() -> None:
+    m = em.make("pcmb", dim=4, n_tokens=1, batch_size=1, capacity=3)
+    base = torch.eye(4)
+    entries = [base[0], base[1], base[1] * 2, base[2]]  # entries 1 and 2 are most similar (cos 1)
+    for e in entries:
+        tr = m.write(e.view(1, 1, 4), e.view(1, 4))
+    assert int(m.count) == 3
+    assert tr["per_merge_index"].tolist() == [1]
+    torch.testing.assert_close(m.per_mem[0, 1, 0], base[1] * 1.5)
+    assert m.per_t[0, :3].tolist() == [0, 1, 3]  # merged entry keeps the first timestep
+    f = em.make("pcmb", dim=4, n_tokens=1, batch_size=1, capacity=3, consolidation="fifo")
+    for e in entries:
+        f.write(e.view(1, 1, 4), e.view(1, 4))
+    assert f.per_t[0, :3].tolist() == [1, 2, 3]
+
+
+def test_dual_kv_keeps_initial_and_recent_frames_constant_size() -> None:
+    m = em.make("dual_kv", tokens_per_frame=2, batch_size=2, n_initial=2, n_recent=3, layers=1, dim=8)
+    sizes = set()
+    for t in range(20):
+        r = m.step(torch.randn(2, 2, 32), torch.randn(2, 2, 32))
+        layer = m.caches["semantic"].layers[0]
+        sizes.add(tuple(layer.keys.shape))
+    assert len(sizes) == 1
+    kept = sorted(r.trace["kept_frames"][0].tolist())
+    assert kept == [0, 1, 16, 17, 18, 19]  # first 2 + last 3 + the current frame (dropped next step)
+
+
+def test_start_recent_cache_as_hf_past_key_values() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=128,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 50, (1, 20))
+    n_init, n_recent = 3, 5
+    cache = em.dual_kv.StartRecentCache(2, n_init, n_recent, tokens_per_frame=1)
+    outs = []
+    with torch.no_grad():
+        out = model(ids[:, :4], past_key_values=cache, use_cache=True)
+        outs.append(out.logits[:, -1])
+        for t in range(4, 20):
+            out = model(ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+            outs.append(out.logits[:, -1])
+        # reference: full sequence with an explicit start+recent mask
+        T = 20
+        i = torch.arange(T)
+        allowed = (i[None] <= i[:, None]) & ((i[None] < n_init) | (i[None] >= i[:, None] - n_recent))
+        mask = torch.where(allowed, 0.0, float("-inf"))[None, None]
+        ref = model(ids, attention_mask=mask).logits[0, 3:]
+    torch.testing.assert_close(torch.cat(outs), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_events_segment_on_surprise_and_retrieve_neighbours() -> None:
+    m = em.make("events", dim=4, batch_size=1, max_events=8, max_event_len=8, min_event_len=1, window=8, topk=1)
+    surprise = [0.1, 0.1, 0.1, 5.0, 0.1, 0.1, 5.0, 0.1, 0.1, 5.0, 0.1]
+    xs = torch.randn(len(surprise), 4)
+    bounds = [bool(m.write(xs[t : t + 1], torch.tensor([s]))["boundary"]) for t, s in enumerate(surprise)]
+    assert [t for t, b in enumerate(bounds) if b] == [3, 6, 9]
+    assert m.ev_closed.sum().item() == 3 and m.ev_len[0, :4].tolist() == [3, 3, 3, 2]
+    r = m.read(m.ev_repr[:, 1] * 10)  # most similar to event 1: neighbours 0 and 2 come with it
+    got = r.trace["event_ord"][r.trace["event_valid"]].tolist()
+    assert got == [0, 1, 2]
+    assert r.trace["from_contiguity"][r.trace["event_valid"]].tolist() == [True, False, True]
+
+
+def test_place_chunks_hold_one_place_and_eviction_rules() -> None:
+    m = em.make("place", dim=4, batch_size=1, capacity=5, num_places=3, chunk_size=2, eviction="lvfo")
+    for p in [0, 0, 1, 2, 2]:
+        m.write(torch.randn(1, 4), torch.tensor([p]))
+    _, mask, _, cplace = m.place_chunks()
+    assert sorted(cplace[0][mask[0].any(1)].tolist()) == [0, 1, 2, 2] or sorted(
+        cplace[0][mask[0].any(1)].tolist()
+    ) == [0, 1, 2]
+    m.write(torch.randn(1, 4), torch.tensor([0]))  # lvfo evicts the only place-1 entry
+    assert sorted(m.place[0].tolist()) == [0, 0, 0, 2, 2]
+    f = em.make("place", dim=4, batch_size=1, capacity=3, num_places=3, eviction="lifo")
+    for p in [0, 1, 2, 1]:
+        f.write(torch.randn(1, 4), torch.tensor([p]))
+    assert sorted(f.ord[0].tolist()) == [0, 1, 2]
