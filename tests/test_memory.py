@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,12 @@ from hypothesis import strategies as st
 
 import embodied.memory as em
 
-SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+torch.set_num_threads(1)
+SETTINGS = settings(
+    max_examples=3,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
     phases=[Phase.explicit, Phase.generate],
 )
 
@@ -58,9 +64,17 @@ DRIVERS: dict[str, Driver] = {
     ),
     "dual_kv": Driver(
         make=lambda B: em.make(
-            "dual_kv", semantic_dim=6, spatial_dim=5, dim=8, tokens_per_frame=2, batch_size=B,
-            layers=1, heads=2, n_initial=2, n_recent=3,
-        ),  # fmt: skip
+            "dual_kv",
+            semantic_dim=6,
+            spatial_dim=5,
+            dim=8,
+            tokens_per_frame=2,
+            batch_size=B,
+            layers=1,
+            heads=2,
+            n_initial=2,
+            n_recent=3,
+        ),
         inputs=lambda B, T, g: (_randn(B, T, 2, 6, g=g), _randn(B, T, 2, 5, g=g)),
         step=lambda m, x: m.step(x[0], x[1]).output,
         sequence=lambda m, x, r: m.sequence(x[0], x[1], r).output,
@@ -116,7 +130,7 @@ names = pytest.mark.parametrize("name", sorted(DRIVERS))
 
 @names
 @SETTINGS
-@given(seed=st.integers(0, 2**16), T=st.integers(4, 14), env=st.integers(0, 2), at=st.integers(0, 13))
+@given(seed=st.integers(0, 2**16), T=st.integers(4, 10), env=st.integers(0, 2), at=st.integers(0, 9))
 def test_reset_of_one_env_never_changes_others(name: str, seed: int, T: int, env: int, at: int) -> None:
     d = DRIVERS[name]
     g = torch.Generator().manual_seed(seed)
@@ -134,7 +148,7 @@ def test_reset_of_one_env_never_changes_others(name: str, seed: int, T: int, env
 
 @names
 @SETTINGS
-@given(seed=st.integers(0, 2**16), T=st.integers(3, 16), p=st.floats(0.0, 0.3))
+@given(seed=st.integers(0, 2**16), T=st.integers(3, 10), p=st.floats(0.0, 0.3))
 def test_streaming_equals_sequence(name: str, seed: int, T: int, p: float) -> None:
     d = DRIVERS[name]
     g = torch.Generator().manual_seed(seed)
@@ -152,7 +166,7 @@ def test_streaming_equals_sequence(name: str, seed: int, T: int, p: float) -> No
 
 @names
 @SETTINGS
-@given(seed=st.integers(0, 2**16), T=st.integers(2, 12))
+@given(seed=st.integers(0, 2**16), T=st.integers(2, 8))
 def test_state_round_trip_and_prune(name: str, seed: int, T: int) -> None:
     d = DRIVERS[name]
     g = torch.Generator().manual_seed(seed)
@@ -270,7 +284,7 @@ def test_pcmb_merge_consolidation_merges_most_similar_adjacent_pair() -> None:
 def test_dual_kv_keeps_initial_and_recent_frames_constant_size() -> None:
     m = em.make("dual_kv", tokens_per_frame=2, batch_size=2, n_initial=2, n_recent=3, layers=1, dim=8)
     sizes = set()
-    for t in range(20):
+    for _t in range(20):
         r = m.step(torch.randn(2, 2, 32), torch.randn(2, 2, 32))
         layer = m.caches["semantic"].layers[0]
         sizes.add(tuple(layer.keys.shape))
@@ -325,12 +339,74 @@ def test_place_chunks_hold_one_place_and_eviction_rules() -> None:
     for p in [0, 0, 1, 2, 2]:
         m.write(torch.randn(1, 4), torch.tensor([p]))
     _, mask, _, cplace = m.place_chunks()
-    assert sorted(cplace[0][mask[0].any(1)].tolist()) == [0, 1, 2, 2] or sorted(
-        cplace[0][mask[0].any(1)].tolist()
-    ) == [0, 1, 2]
+    assert sorted(cplace[0][mask[0].any(1)].tolist()) == [0, 1, 2, 2] or sorted(cplace[0][mask[0].any(1)].tolist()) == [
+        0,
+        1,
+        2,
+    ]
     m.write(torch.randn(1, 4), torch.tensor([0]))  # lvfo evicts the only place-1 entry
     assert sorted(m.place[0].tolist()) == [0, 0, 0, 2, 2]
     f = em.make("place", dim=4, batch_size=1, capacity=3, num_places=3, eviction="lifo")
     for p in [0, 1, 2, 1]:
         f.write(torch.randn(1, 4), torch.tensor([p]))
     assert sorted(f.ord[0].tolist()) == [0, 1, 2]
+
+
+def _scene(B: int, T: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    depth = 1.0 + 3.0 * torch.rand(B, T, 6, 8, generator=g)
+    pose = torch.cat([torch.rand(B, T, 3, generator=g), 6.28 * torch.rand(B, T, 1, generator=g)], -1)
+    labels = torch.randint(0, 4, (B, T, 6, 8), generator=g)
+    return depth, pose, labels
+
+
+def test_voxel_map_modes_reset_prune_and_queries() -> None:
+    g = torch.Generator().manual_seed(0)
+    B, T = 3, 5
+    depth, pose, labels = _scene(B, T, g)
+    mk = lambda: em.make("voxel_map", batch_size=B, voxel_size=0.1, num_classes=4, extent=8.0)  # noqa: E731
+    a, b = mk(), mk()
+    reset = torch.zeros(B, T, dtype=torch.bool)
+    reset[1, 2] = True
+    for t in range(T):
+        a.reset(reset[:, t])
+        a.write(depth[:, t], pose[:, t], labels[:, t])
+    b.sequence(depth, pose, labels, reset=reset)
+    assert torch.equal(a.vkeys, b.vkeys) and torch.allclose(a.counts, b.counts) and torch.allclose(a.votes, b.votes)
+    assert a.t.tolist() == b.t.tolist() == [5, 3, 5]
+    # reset independence: env 0 unaffected by env 1's reset
+    c = mk()
+    for t in range(T):
+        c.write(depth[:, t], pose[:, t], labels[:, t])
+    q = a.centres(a.vkeys[a.vkeys // a.K == 0])[None].expand(B, -1, -1)
+    assert torch.equal(a.read(q).output[0], c.read(q).output[0]) and bool(a.read(q).output[0].all())
+    # state round trip + prune
+    d = em.make("voxel_map", batch_size=1, voxel_size=0.1, num_classes=4, extent=8.0)
+    d.load_state_dict(a.state_dict())
+    assert d.batch_size == B and torch.equal(d.read(q).output, a.read(q).output)
+    d.prune(torch.tensor([2, 0]))
+    assert torch.equal(d.read(q[:2]).output, a.read(q).output[[2, 0]])
+    _cent, valid = a.query_category(2)
+    assert valid.any() and a.top_down(0).shape == (a.nx, a.nx)
+    assert len(a.point_cloud(0).points) == int(a.occupancy()[0])
+
+
+def test_voxel_map_camera_convention() -> None:
+    m = em.make("voxel_map", batch_size=1, voxel_size=0.05, hfov=1.0, extent=5.0)
+    depth = torch.full((1, 1, 1), 2.0)  # centre pixel, 2 m ahead
+    for yaw, expect in ((0.0, (3.0, 1.0)), (math.pi / 2, (1.0, 3.0))):
+        m.reset()
+        m.write(depth, torch.tensor([[1.0, 1.0, 0.5, yaw]]))
+        c = m.centres(m.vkeys)[0]
+        assert abs(float(c[0]) - expect[0]) < 0.05 and abs(float(c[1]) - expect[1]) < 0.05
+
+
+def test_hydra_configs_build_every_memory() -> None:
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    conf = Path(em.__file__).parent.parent / "conf" / "memory"
+    for name in em.names():
+        cfg = OmegaConf.to_container(OmegaConf.load(conf / f"{name}.yaml"))
+        assert cfg.pop("name") == name
+        em.make(name, **cfg)

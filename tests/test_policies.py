@@ -11,7 +11,10 @@ from embodied.data import collect_episodes, episode_windows, normalization_stats
 from embodied.evaluate import rollout
 
 LEARNING = ["memoryless", "gru"]
-ENV_KW = {"resolution": 32, "max_episode_steps": 60}
+ENV_KW = {"resolution": 16, "max_episode_steps": 60}
+# The overfitting test reads depth and the goal sensors: enough to imitate the expert, and
+# cheap enough on a CPU (the RGB path is exercised by the rollout and save/load tests).
+FIT_KEYS = ["depth", "pointgoal", "gps", "compass"]
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +42,12 @@ def replay_actions(policy, episode) -> np.ndarray:
 
 @pytest.mark.parametrize("name", LEARNING)
 def test_overfits_expert_episodes(name: str, expert_data) -> None:
-    policy = build(name, expert_data)
+    policy = build(name, expert_data, obs_keys=FIT_KEYS)
     episodes = expert_data[2]
     batch = episode_windows(episodes)
-    opt = torch.optim.Adam(policy.parameters(), lr=2e-3)
+    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
     first = None
-    for _ in range(150):
+    for _ in range(100):
         loss = policy.loss(batch)
         opt.zero_grad()
         loss.backward()

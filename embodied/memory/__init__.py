@@ -22,7 +22,19 @@ def names() -> list[str]:
 
 
 # Register the built-in memories (imported after MEMORIES exists: the modules use it).
-from embodied.memory import dual_kv, events, hcam, pcmb, place  # noqa: E402
+from embodied.memory import dual_kv, events, hcam, pcmb, place, voxel_map  # noqa: E402
 from embodied.memory.base import Memory, ReadResult  # noqa: E402
 
-__all__ = ["MEMORIES", "Memory", "ReadResult", "dual_kv", "events", "hcam", "make", "names", "pcmb", "place"]
+__all__ = [
+    "MEMORIES",
+    "Memory",
+    "ReadResult",
+    "dual_kv",
+    "events",
+    "hcam",
+    "make",
+    "names",
+    "pcmb",
+    "place",
+    "voxel_map",
+]

@@ -54,9 +54,7 @@ def sinusoid(positions: Tensor, dim: int, min_timescale: float = 1.0, max_timesc
         raise ValueError(f"sinusoidal encodings need an even width, got {dim}")
     half = dim // 2
     log_inc = math.log(max_timescale / min_timescale) / max(half - 1, 1)
-    timescales = min_timescale * torch.exp(
-        log_inc * torch.arange(half, device=positions.device, dtype=torch.float32)
-    )
+    timescales = min_timescale * torch.exp(log_inc * torch.arange(half, device=positions.device, dtype=torch.float32))
     ang = positions.float().unsqueeze(-1) / timescales
     return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1)
 

@@ -71,7 +71,7 @@ class StartRecentLayer(DynamicLayer):
         return torch.where(frame < self.n_initial, frame, ring)
 
     def _write_frame(self, k: Tensor, v: Tensor, active: Tensor) -> None:
-        B, H, P, hd = k.shape
+        B, _H, P, _hd = k.shape
         rows = torch.arange(B, device=k.device)
         f = self.frames_seen
         slot = self.slot_of(f)

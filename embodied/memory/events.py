@@ -89,7 +89,9 @@ class EventMemory(Memory):
         closed = self.ev_closed.clone()
         closed[rows, slot] = closed[rows, slot] | close
         ev_repr = self.ev_repr.clone()
-        ev_repr[rows, slot] = torch.where(close[:, None], self.cur_sum / cur_len.clamp(min=1)[:, None], ev_repr[rows, slot])
+        ev_repr[rows, slot] = torch.where(
+            close[:, None], self.cur_sum / cur_len.clamp(min=1)[:, None], ev_repr[rows, slot]
+        )
         # open a new event in the next ring slot (evicting the oldest)
         n_events = self.n_events + opening.long()
         nslot = (n_events - 1).clamp(min=0) % E
@@ -109,7 +111,13 @@ class EventMemory(Memory):
         tokens[rows[a], nslot[a], pos[a]] = x[a]
         ev_len[rows, nslot] += a.long()
         self.cur_sum = cur_sum + x * a[:, None]
-        self.ev_len, self.ev_closed, self.ev_repr, self.ev_start, self.ev_ord = ev_len, closed, ev_repr, ev_start, ev_ord
+        self.ev_len, self.ev_closed, self.ev_repr, self.ev_start, self.ev_ord = (
+            ev_len,
+            closed,
+            ev_repr,
+            ev_start,
+            ev_ord,
+        )
         self.n_events = n_events
         hist = self.s_hist.clone()
         hist[rows, self.s_n % W] = torch.where(a, surprise, hist[rows, self.s_n % W])
@@ -133,7 +141,9 @@ class EventMemory(Memory):
         nb_ord = self.ev_ord.gather(1, sel)[:, :, None] + offs  # [B,k,2n]
         nb_slot = nb_ord % E
         nb_ok = sel_ok[:, :, None] & (nb_ord >= 0)
-        nb_ok = nb_ok & (self.ev_ord[rows[:, None, None], nb_slot] == nb_ord) & self.ev_closed[rows[:, None, None], nb_slot]
+        nb_ok = (
+            nb_ok & (self.ev_ord[rows[:, None, None], nb_slot] == nb_ord) & self.ev_closed[rows[:, None, None], nb_slot]
+        )
         nb_mask = torch.zeros(B, E, dtype=torch.bool, device=query.device)
         bi = rows[:, None, None].expand_as(nb_slot)
         nb_mask[bi[nb_ok], nb_slot[nb_ok]] = True
@@ -144,7 +154,9 @@ class EventMemory(Memory):
         order = torch.where(union, self.ev_ord, torch.full_like(self.ev_ord, big)).argsort(1)[:, :Kr]  # by time
         got = union.gather(1, order)
         toks = self.tokens[rows[:, None], order]  # [B,Kr,L,D]
-        tmask = got[..., None] & (torch.arange(self.Lmax, device=query.device) < self.ev_len.gather(1, order)[..., None])
+        tmask = got[..., None] & (
+            torch.arange(self.Lmax, device=query.device) < self.ev_len.gather(1, order)[..., None]
+        )
         logits = torch.einsum("bd,bkld->bkl", query, toks) / math.sqrt(D)
         w = masked_softmax(logits.reshape(B, -1), tmask.reshape(B, -1)).view_as(logits)
         out = torch.einsum("bkl,bkld->bd", w, toks)

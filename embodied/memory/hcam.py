@@ -256,7 +256,7 @@ class HCAM(Memory):
         """Process a window: xs [B,T,D] written, queries [B,T,E] or [B,T,Q,E] (default xs) read,
         reset [B,T] bool (episode starts at t: memory cleared before step t). Equals T calls of
         `step` (with `reset(reset[:, t])` before each); updates the state the same way."""
-        B, T, D = xs.shape
+        B, T, _D = xs.shape
         C, M = self.chunk_size, self.max_chunks
         if queries is None:
             queries = xs

@@ -97,9 +97,7 @@ class BankReader(nn.Module):
         return fused, h, att
 
 
-def _consolidate(
-    mem: Tensor, mem_t: Tensor, full: Tensor, rule: str
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _consolidate(mem: Tensor, mem_t: Tensor, full: Tensor, rule: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Reduce rows with L+1 entries (full [B]) to L entries. Returns mem, mem_t, index [B], similarity [B]."""
     B, L1 = mem.shape[:2]
     L = L1 - 1
@@ -183,8 +181,8 @@ class PCMB(Memory):
         L = self.capacity
         c3 = c[:, None] if c.dim() == 2 else c
         valid = torch.arange(L, device=p.device)[None] < self.count[:, None]
-        fp, hp, ap = self.per_reader(p, self.per_mem[:, :L], self.per_t[:, :L], valid)
-        fc, hc, ac = self.cog_reader(c3, self.cog_mem[:, :L], self.cog_t[:, :L], valid)
+        fp, _hp, ap = self.per_reader(p, self.per_mem[:, :L], self.per_t[:, :L], valid)
+        fc, _hc, ac = self.cog_reader(c3, self.cog_mem[:, :L], self.cog_t[:, :L], valid)
         B, N = p.shape[:2]
         trace = {
             "per_entry_weights": ap.view(B, N, L, N).sum(-1).mean(1),  # [B,L] attention mass per entry
@@ -196,9 +194,7 @@ class PCMB(Memory):
         }
         return ReadResult((fp, fc[:, 0] if c.dim() == 2 else fc), trace)
 
-    def write(
-        self, p: Tensor, c: Tensor, t: Tensor | None = None, active: Tensor | None = None
-    ) -> dict[str, Tensor]:
+    def write(self, p: Tensor, c: Tensor, t: Tensor | None = None, active: Tensor | None = None) -> dict[str, Tensor]:
         B = self.batch_size
         c3 = c[:, None] if c.dim() == 2 else c
         if active is None:

@@ -47,7 +47,13 @@ class PlaceMemory(Memory):
         super().__init__(batch_size, detach_writes)
         if eviction not in EVICTIONS:
             raise ValueError(f"eviction must be one of {EVICTIONS}, got {eviction!r}")
-        self.dim, self.capacity, self.num_places, self.C, self.eviction = dim, capacity, num_places, chunk_size, eviction
+        self.dim, self.capacity, self.num_places, self.C, self.eviction = (
+            dim,
+            capacity,
+            num_places,
+            chunk_size,
+            eviction,
+        )
         self.attention = HCAMAttention(dim, dim, dim, heads, topk, chunk_size, position_encoding=False)
         B, N = batch_size, capacity
         self._add_state("mem", torch.zeros(B, N, dim))
@@ -62,7 +68,7 @@ class PlaceMemory(Memory):
         return x + sinusoid(t, self.dim) + sinusoid(place, self.dim)
 
     def write(self, x: Tensor, place: Tensor, active: Tensor | None = None) -> dict[str, Tensor]:
-        B, N, P = self.batch_size, self.capacity, self.num_places
+        B, _N, P = self.batch_size, self.capacity, self.num_places
         rows = torch.arange(B, device=x.device)
         if active is None:
             active = torch.ones(B, dtype=torch.bool, device=x.device)
@@ -111,7 +117,9 @@ class PlaceMemory(Memory):
         order = key.argsort(1)
         pl = self.place.gather(1, order)
         ok = self.valid.gather(1, order)
-        counts = torch.zeros(B, P, dtype=torch.long, device=dev).scatter_add_(1, self.place.clamp(min=0), self.valid.long())
+        counts = torch.zeros(B, P, dtype=torch.long, device=dev).scatter_add_(
+            1, self.place.clamp(min=0), self.valid.long()
+        )
         first = counts.cumsum(1) - counts  # first sorted position of each place
         nchunks = (counts + C - 1) // C
         offset = nchunks.cumsum(1) - nchunks

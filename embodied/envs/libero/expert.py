@@ -53,8 +53,11 @@ class PickPlaceExpert:
 
     def _extent(self, name: str) -> tuple[float, float]:
         """World z of the object's (approximate) bottom and top."""
-        obj = self._inner.objects_dict[name]
+        inner = self._inner
+        obj = inner.objects_dict.get(name) or getattr(inner, "fixtures_dict", {}).get(name)
         z = self._body_pos(name)[2]
+        if obj is None:
+            return z, z
         return z + float(obj.bottom_offset[2]), z + float(obj.top_offset[2])
 
     def object_pos(self) -> np.ndarray:

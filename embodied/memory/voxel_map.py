@@ -1,0 +1,308 @@
+"""voxel_map: a 3-D voxel memory fused from depth, pose and per-pixel labels / features.
+
+Camera convention (inputs of `write`):
+* `depth [B,H,W]` metres along the optical axis from a pinhole camera with horizontal field of view
+  `hfov` (radians); square pixels, principal point at the image centre; depth <= 0 or > `max_depth` ignored.
+* `pose [B,4]` = camera position (x, y, z) in a Z-up world and yaw (rad; 0 = looking along +X,
+  counter-clockwise positive). The camera looks horizontally (no pitch / roll); image u grows to the
+  right, v grows downwards.
+* `labels [B,H,W]` long category ids (optional, < `num_classes`, negative = unlabeled) and
+  `features [B,H,W,F]` (optional).
+
+Hot path: a torch voxel hash over all environments at once (no per-env loop): voxel keys
+`env * K + linear voxel index` are kept sorted with point counts, label votes [V, num_classes] and feature
+sums [V, F]; a write merges the new frame's keys with `torch.unique`. Fusion is a sum, so streaming and
+sequence mode agree up to float summation order. open3d is used only for exports (`point_cloud`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from embodied.memory import MEMORIES
+from embodied.memory.base import Memory, ReadResult, as_keep_index
+
+
+@MEMORIES.register("voxel_map")
+class VoxelMap(Memory):
+    """Args: batch_size, voxel_size (m, 0.05-0.10), hfov (rad), num_classes, feature_dim (0 = none),
+    extent (half-width of the mapped square around the origin, m), z_range (min, max height, m), max_depth,
+    stride (pixel subsampling).
+
+    API: `write(depth, pose, labels=None, features=None, active=None) -> trace`;
+    `read(positions[B,Q,3]) -> ReadResult(occupied [B,Q] float, trace{label, feature, count})` (query by
+    position); `query_category(c) -> (centres [B,K,3], valid [B,K])`; `query_feature(f[B,F], k)`;
+    `top_down(env) -> [Hm,Wm] label map`; `point_cloud(env) -> open3d PointCloud`.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 1,
+        voxel_size: float = 0.1,
+        hfov: float = math.pi / 2,
+        num_classes: int = 16,
+        feature_dim: int = 0,
+        extent: float = 25.0,
+        z_range: tuple[float, float] = (-1.0, 3.0),
+        max_depth: float = 10.0,
+        stride: int = 1,
+    ) -> None:
+        super().__init__(batch_size, detach_writes=True)
+        self.voxel_size, self.hfov, self.num_classes, self.feature_dim = voxel_size, hfov, num_classes, feature_dim
+        self.extent, self.z_range, self.max_depth, self.stride = extent, tuple(z_range), max_depth, stride
+        self.nx = math.ceil(2 * extent / voxel_size)
+        self.nz = math.ceil((z_range[1] - z_range[0]) / voxel_size)
+        self.K = self.nx * self.nx * self.nz
+        # flat table over all envs (env axis = key // K)
+        self._add_state("vkeys", torch.zeros(0, dtype=torch.long))
+        self._add_state("counts", torch.zeros(0))
+        self._add_state("votes", torch.zeros(0, num_classes))
+        self._add_state("feats", torch.zeros(0, max(feature_dim, 0)))
+        self._add_state("t", torch.zeros(batch_size, dtype=torch.long))
+
+    # the flat table is not indexed by env: custom reset / prune / batch size
+    def reset(self, mask: Tensor | None = None) -> None:
+        mask = torch.ones(self.batch_size, dtype=torch.bool) if mask is None else self._rows(mask)
+        keep = ~mask.to(self.vkeys.device)[self.vkeys // self.K]
+        self.vkeys, self.counts, self.votes, self.feats = (
+            self.vkeys[keep], self.counts[keep], self.votes[keep], self.feats[keep],
+        )  # fmt: skip
+        self.t = torch.where(mask.to(self.t.device), 0, self.t)
+
+    def prune(self, keep: Tensor) -> None:
+        idx = as_keep_index(keep, self.batch_size).to(self.vkeys.device)
+        new_of_old = torch.full((self.batch_size,), -1, dtype=torch.long, device=idx.device)
+        new_of_old[idx] = torch.arange(idx.numel(), device=idx.device)
+        env = new_of_old[self.vkeys // self.K]
+        k = env >= 0
+        keys = env[k] * self.K + self.vkeys[k] % self.K
+        order = keys.argsort()
+        self.vkeys, self.counts = keys[order], self.counts[k][order]
+        self.votes, self.feats = self.votes[k][order], self.feats[k][order]
+        self.t = self.t[idx]
+        self._batch_size = int(idx.numel())
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self._batch_size = int(self.t.shape[0])
+
+    # ----------------------------------------------------------------- geometry
+    def backproject(self, depth: Tensor, pose: Tensor) -> tuple[Tensor, Tensor]:
+        """depth [B,H,W], pose [B,4] -> world points [B,H,W,3], valid [B,H,W] (see module docstring)."""
+        _B, H, W = depth.shape
+        f = (W / 2) / math.tan(self.hfov / 2)
+        u = torch.arange(W, device=depth.device, dtype=depth.dtype) + 0.5 - W / 2
+        v = torch.arange(H, device=depth.device, dtype=depth.dtype) + 0.5 - H / 2
+        right = depth * u[None, None, :] / f
+        down = depth * v[None, :, None] / f
+        yaw = pose[:, 3][:, None, None]
+        c, s = torch.cos(yaw), torch.sin(yaw)
+        x = pose[:, 0, None, None] + depth * c + right * s  # right = (sin yaw, -cos yaw)
+        y = pose[:, 1, None, None] + depth * s - right * c
+        z = pose[:, 2, None, None] - down
+        valid = (depth > 0) & (depth <= self.max_depth)
+        return torch.stack([x, y, z], -1), valid
+
+    def voxel_index(self, pts: Tensor) -> tuple[Tensor, Tensor]:
+        g = torch.floor((pts[..., :2] + self.extent) / self.voxel_size).long()
+        gz = torch.floor((pts[..., 2] - self.z_range[0]) / self.voxel_size).long()
+        ok = (g >= 0).all(-1) & (g < self.nx).all(-1) & (gz >= 0) & (gz < self.nz)
+        lin = (g[..., 0] * self.nx + g[..., 1]) * self.nz + gz
+        return lin.clamp(0, self.K - 1), ok
+
+    def centres(self, keys: Tensor) -> Tensor:
+        lin = keys % self.K
+        gz = lin % self.nz
+        gy = (lin // self.nz) % self.nx
+        gx = lin // (self.nz * self.nx)
+        vs = self.voxel_size
+        return torch.stack(
+            [(gx + 0.5) * vs - self.extent, (gy + 0.5) * vs - self.extent, (gz + 0.5) * vs + self.z_range[0]], -1
+        )
+
+    # ----------------------------------------------------------------- write / read
+    def write(
+        self,
+        depth: Tensor,
+        pose: Tensor,
+        labels: Tensor | None = None,
+        features: Tensor | None = None,
+        active: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Fuse one frame per environment (depth [B,H,W], pose [B,4], labels [B,H,W], features [B,H,W,F])."""
+        sl = (slice(None), slice(None, None, self.stride), slice(None, None, self.stride))
+        depth = depth[sl]
+        B = depth.shape[0]
+        if active is None:
+            active = torch.ones(B, dtype=torch.bool, device=depth.device)
+        pts, valid = self.backproject(depth, pose)
+        lin, ok = self.voxel_index(pts)
+        ok = ok & valid & active[:, None, None]
+        env = torch.arange(B, device=depth.device)[:, None, None].expand_as(lin)
+        keys = (env * self.K + lin)[ok]
+        votes = torch.zeros(keys.shape[0], self.num_classes, device=depth.device)
+        if labels is not None:
+            lab = labels[sl][ok].long()
+            lv = (lab >= 0) & (lab < self.num_classes)
+            votes[lv.nonzero().flatten(), lab[lv]] = 1.0
+        feats = (
+            features[sl][ok].float()
+            if features is not None and self.feature_dim
+            else votes.new_zeros(keys.shape[0], self.feats.shape[1])
+        )
+        self._merge(keys, torch.ones(keys.shape[0], device=depth.device), votes, feats)
+        self.t = self.t + active.long().to(self.t.device)
+        return {"points": ok.sum((1, 2)), "voxels": self.occupancy()}
+
+    def _merge(self, keys: Tensor, counts: Tensor, votes: Tensor, feats: Tensor) -> None:
+        allk = torch.cat([self.vkeys, keys])
+        uniq, inv = torch.unique(allk, sorted=True, return_inverse=True)
+        n = uniq.shape[0]
+        self.counts = torch.zeros(n, device=keys.device).index_add_(0, inv, torch.cat([self.counts, counts]))
+        self.votes = torch.zeros(n, self.num_classes, device=keys.device).index_add_(
+            0, inv, torch.cat([self.votes, votes])
+        )
+        self.feats = torch.zeros(n, self.feats.shape[1], device=keys.device).index_add_(
+            0, inv, torch.cat([self.feats, feats])
+        )
+        self.vkeys = uniq
+
+    def occupancy(self) -> Tensor:
+        """[B] number of occupied voxels per environment."""
+        return torch.bincount(self.vkeys // self.K, minlength=self.batch_size)[: self.batch_size]
+
+    def _lookup(self, keys: Tensor) -> tuple[Tensor, Tensor]:
+        pos = torch.searchsorted(self.vkeys, keys).clamp(max=max(self.vkeys.numel() - 1, 0))
+        hit = (
+            (self.vkeys.numel() > 0) & (self.vkeys[pos] == keys)
+            if self.vkeys.numel()
+            else torch.zeros_like(keys, dtype=torch.bool)
+        )
+        return pos, hit
+
+    def read(self, positions: Tensor) -> ReadResult:
+        """Query by position: positions [B,Q,3] world metres -> occupied [B,Q] plus label / feature / count."""
+        B = positions.shape[0]
+        lin, ok = self.voxel_index(positions)
+        keys = torch.arange(B, device=positions.device)[:, None] * self.K + lin
+        pos, hit = self._lookup(keys)
+        hit = hit & ok
+        label = torch.where(hit, self.votes[pos].argmax(-1), -1) if self.vkeys.numel() else torch.full_like(keys, -1)
+        count = (
+            torch.where(hit, self.counts[pos], 0.0) if self.vkeys.numel() else torch.zeros_like(keys, dtype=torch.float)
+        )
+        feat = (
+            (self.feats[pos] / self.counts[pos].clamp(min=1)[..., None]) * hit[..., None]
+            if self.vkeys.numel()
+            else None
+        )
+        return ReadResult(hit.float(), {"label": label, "count": count, "feature": feat, "occupancy": self.occupancy()})
+
+    def query_category(self, category: int, max_results: int = 256) -> tuple[Tensor, Tensor]:
+        """Centres of voxels whose majority label is `category`: [B,K,3] and valid [B,K]."""
+        sel = (self.votes.argmax(-1) == category) & (self.votes.sum(-1) > 0)
+        return self._per_env(sel.float(), max_results)
+
+    def query_feature(self, feature: Tensor, k: int = 16) -> tuple[Tensor, Tensor, Tensor]:
+        """Top-k voxels by cosine similarity of their mean feature to feature [B,F]: centres, scores, valid."""
+        env = self.vkeys // self.K
+        mean = self.feats / self.counts.clamp(min=1)[:, None]
+        s = torch.cosine_similarity(mean, feature[env], dim=-1)
+        cent, valid, score = self._per_env(s, k, return_scores=True)
+        return cent, score, valid
+
+    def _per_env(self, score: Tensor, k: int, return_scores: bool = False) -> Any:
+        B, V = self.batch_size, self.vkeys.numel()
+        env = self.vkeys // self.K
+        dense = torch.full((B, max(V, 1)), float("-inf"), device=score.device)
+        if V:
+            dense[env, torch.arange(V, device=score.device)] = torch.where(
+                score > 0 if not return_scores else torch.ones_like(score, dtype=torch.bool), score, float("-inf")
+            )
+        kk = min(k, dense.shape[1])
+        top, idx = dense.topk(kk, dim=1)
+        valid = torch.isfinite(top)
+        cent = self.centres(self.vkeys[idx.clamp(max=max(V - 1, 0))]) if V else torch.zeros(B, kk, 3)
+        cent = cent * valid[..., None]
+        return (cent, valid, top) if return_scores else (cent, valid)
+
+    def step(
+        self, depth: Tensor, pose: Tensor, labels: Tensor | None = None, features: Tensor | None = None
+    ) -> ReadResult:
+        """Fuse, then read the map around the camera (positions 1 m ahead at camera height)."""
+        tr = self.write(depth, pose, labels, features)
+        ahead = pose[:, :3] + torch.stack(
+            [torch.cos(pose[:, 3]), torch.sin(pose[:, 3]), torch.zeros_like(pose[:, 3])], -1
+        )
+        r = self.read(ahead[:, None])
+        r.trace.update(tr)
+        return r
+
+    def sequence(
+        self,
+        depth: Tensor,
+        pose: Tensor,
+        labels: Tensor | None = None,
+        features: Tensor | None = None,
+        reset: Tensor | None = None,
+    ) -> None:
+        """Fuse a window [B,T,...] at once: frames before an episode start in the window are dropped."""
+        B, T = depth.shape[:2]
+        if reset is not None:
+            last = torch.where(reset, torch.arange(T)[None], -1).max(1).values
+            self.reset(last >= 0)
+            keep_t = torch.arange(T)[None] >= last.clamp(min=0)[:, None]
+        else:
+            keep_t = torch.ones(B, T, dtype=torch.bool)
+        flat = lambda x: None if x is None else x.flatten(0, 1)  # noqa: E731
+        t0 = self.t.clone()
+        # fuse all frames as one big batch of B*T "envs" mapped back to their env
+        big = VoxelMap.__new__(VoxelMap)
+        big.__dict__.update(self.__dict__)
+        d = flat(depth)
+        env_of = torch.arange(B).repeat_interleave(T)
+        pts, valid = self.backproject(d[:, :: self.stride, :: self.stride], flat(pose))
+        lin, ok = self.voxel_index(pts)
+        ok = ok & valid & keep_t.flatten()[:, None, None]
+        keys = (env_of[:, None, None] * self.K + lin)[ok]
+        votes = torch.zeros(keys.shape[0], self.num_classes)
+        if labels is not None:
+            lab = flat(labels)[:, :: self.stride, :: self.stride][ok].long()
+            lv = (lab >= 0) & (lab < self.num_classes)
+            votes[lv.nonzero().flatten(), lab[lv]] = 1.0
+        feats = (flat(features)[:, :: self.stride, :: self.stride][ok].float()
+                 if features is not None and self.feature_dim
+                 else votes.new_zeros(keys.shape[0], self.feats.shape[1]))  # fmt: skip
+        self._merge(keys, torch.ones(keys.shape[0]), votes, feats)
+        self.t = torch.where(
+            reset.any(1) if reset is not None else torch.zeros(B, dtype=torch.bool), 0, t0
+        ) + keep_t.sum(1)
+
+    # ----------------------------------------------------------------- exports
+    def top_down(self, env: int = 0) -> Tensor:
+        """[nx, nx] long map for env: majority label of the highest occupied voxel per cell (-1 free/unknown)."""
+        sel = (self.vkeys // self.K) == env
+        lin = self.vkeys[sel] % self.K
+        cell = lin // self.nz
+        lab = torch.where(self.votes[sel].sum(-1) > 0, self.votes[sel].argmax(-1), self.num_classes)
+        out = torch.full((self.nx * self.nx,), -1, dtype=torch.long)
+        out[cell] = lab  # keys are sorted by z within a cell, so the highest voxel wins
+        return out.view(self.nx, self.nx)
+
+    def point_cloud(self, env: int = 0) -> Any:
+        """open3d PointCloud of voxel centres of env, coloured by label."""
+        import numpy as np
+        import open3d as o3d
+
+        sel = (self.vkeys // self.K) == env
+        pts = self.centres(self.vkeys[sel]).cpu().numpy().astype(np.float64)
+        lab = self.votes[sel].argmax(-1).cpu().numpy()
+        rng = np.random.default_rng(0)
+        palette = rng.uniform(0.2, 1.0, size=(self.num_classes, 3))
+        pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+        pc.colors = o3d.utility.Vector3dVector(palette[lab])
+        return pc
