@@ -21,7 +21,12 @@ def _install_package_stubs():
     """Make `embodied.envs.X` importable without executing the package __init__ files."""
     envs_dir = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(envs_dir)
-    for name, path in (("embodied", root), ("embodied.envs", envs_dir)):
+    packages = (
+        ("embodied", root),
+        ("embodied.envs", envs_dir),
+        ("embodied.envs.scenes", os.path.join(envs_dir, "scenes")),
+    )
+    for name, path in packages:
         if name not in sys.modules:
             module = types.ModuleType(name)
             module.__path__ = [path]
@@ -75,7 +80,7 @@ class Server:
             self.frames[name] = (block, view)
 
     def load_scene(self, scene_json):
-        from embodied.envs.scenes import Scene
+        from embodied.envs.scenes.types import Scene
 
         self.backend.load_scene(Scene.from_json(scene_json))
 

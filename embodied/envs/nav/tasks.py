@@ -29,9 +29,9 @@ from embodied.envs.nav import metrics as M
 from embodied.envs.nav.episodes import NavEpisode, load_episodes
 from embodied.envs.nav.language import CHARSET, MAX_INSTRUCTION_CHARS
 from embodied.envs.navgrid import GreedyFollower
-from embodied.envs.scenes import Scene, generate_scene, split_scene_seeds
+from embodied.envs.scenes import SPLIT_SEEDS, Scene, generate_scene, split_scene_seeds
 
-SPLITS = ("train", "val_seen", "val_unseen")
+SPLITS = tuple(SPLIT_SEEDS)
 BACKENDS = ("mujoco", "habitat")
 PHASE_TOUR, PHASE_TASK = 0, 1
 MAX_SCENE_EXTENT = 100.0  # metres: bounds the goal and GPS observations (houses are under 25 m)
