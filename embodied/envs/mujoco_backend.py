@@ -22,8 +22,8 @@ import numpy as np
 
 from embodied.envs.backend import Action, AgentConfig, AgentPose, Frames, SensorConfig, StepOutcome
 from embodied.envs.navgrid import NavGrid
-from embodied.envs.scenes.types import Scene
 from embodied.envs.scenes.export import AGENT_BODY, CAMERA_NAME, to_mjspec
+from embodied.envs.scenes.types import Scene
 
 GL_BACKENDS = ("egl", "osmesa", "glfw")
 
