@@ -72,6 +72,7 @@ class NavEnv(gym.Env):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
     success_distance = 1.0
     expert_stop_distance = 0.5
+    default_gps_compass = True  # habitat's PointNav/ObjectNav agents have GPS+compass; R2R-CE's do not
 
     def __init__(
         self,
@@ -88,6 +89,7 @@ class NavEnv(gym.Env):
         allow_sliding: bool = True,
         num_scenes: int | None = None,
         episodes: str | None = None,
+        gps_compass: bool | None = None,
         render_mode: str | None = None,
     ) -> None:
         if split not in SPLITS:
@@ -101,6 +103,7 @@ class NavEnv(gym.Env):
         self.split = split
         self.max_episode_steps = max_episode_steps
         self.expert = expert
+        self.gps_compass = self.default_gps_compass if gps_compass is None else gps_compass
         self.render_mode = render_mode
         self.agent_cfg = AgentConfig(forward_step=forward_step, turn_angle_deg=turn_angle, allow_sliding=allow_sliding)
         self.sensor_cfg = SensorConfig(width=resolution, height=resolution, hfov_deg=hfov, depth=depth,
@@ -123,6 +126,10 @@ class NavEnv(gym.Env):
             big = np.iinfo(np.int32).max
             out["semantic"] = spaces.Box(0, big, (h, w), np.int32)
             out["semantic_category"] = spaces.Box(0, big, (h, w), np.int32)
+        if self.gps_compass:
+            far = np.float32(MAX_SCENE_EXTENT)
+            out["gps"] = spaces.Box(-far, far, (2,), np.float32)
+            out["compass"] = spaces.Box(-np.pi, np.pi, (1,), np.float32)
         out.update(self.task_spaces())
         if self.expert:
             out["expert_action"] = spaces.Discrete(len(Action))
@@ -237,6 +244,8 @@ class NavEnv(gym.Env):
         if self.sensor_cfg.semantic:
             obs["semantic"] = frames.semantic_object
             obs["semantic_category"] = frames.semantic_category
+        if self.gps_compass:
+            obs.update(self.gps_compass_observation())
         obs.update(self.task_observation())
         if self.expert:
             obs["expert_action"] = self.expert_action()
@@ -244,6 +253,18 @@ class NavEnv(gym.Env):
 
     def task_observation(self) -> dict[str, Any]:
         return {}
+
+    def gps_compass_observation(self) -> dict[str, np.ndarray]:
+        """Position and heading relative to the episode's start pose, in the start frame."""
+        pose = self.backend.get_agent_pose()
+        start = np.asarray(self.episode.start_position)
+        y0 = self.episode.start_yaw
+        rel = pose.position[:2] - start[:2]
+        c, s = math.cos(-y0), math.sin(-y0)
+        return {
+            "gps": np.array([c * rel[0] - s * rel[1], s * rel[0] + c * rel[1]], np.float32),
+            "compass": np.array([wrap_angle(pose.yaw - y0)], np.float32),
+        }
 
     def expert_action(self) -> int:
         """The shortest-path follower's next action (the scripted one during a tour)."""
@@ -354,8 +375,9 @@ def as_list(p: np.ndarray) -> list[float]:
 # ===================================================================== the tasks
 class PointNavEnv(NavEnv):
     """Reach a goal point. Observations add `pointgoal` (distance, relative angle to the
-    goal, as habitat's PointGoalWithGPSCompass), `gps` (position relative to the start, in
-    the start frame) and `compass` (heading relative to the start)."""
+    goal, as habitat's PointGoalWithGPSCompass) to the `gps` (position relative to the
+    start, in the start frame) and `compass` (heading relative to the start) that every
+    task but VLN observes (`gps_compass=True`)."""
 
     success_distance = 0.2
     expert_stop_distance = 0.15
@@ -365,8 +387,6 @@ class PointNavEnv(NavEnv):
         return {
             "pointgoal": spaces.Box(np.array([0, -np.pi], np.float32), np.array([far, np.pi], np.float32), (2,),
                                     np.float32),
-            "gps": spaces.Box(-far, far, (2,), np.float32),
-            "compass": spaces.Box(-np.pi, np.pi, (1,), np.float32),
         }
 
     def sample_episode(self, rng: np.random.Generator, scene: Scene) -> NavEpisode:
@@ -377,18 +397,9 @@ class PointNavEnv(NavEnv):
 
     def task_observation(self) -> dict[str, Any]:
         pose = self.backend.get_agent_pose()
-        start = np.asarray(self.episode.start_position)
-        y0 = self.episode.start_yaw
-        rel = pose.position[:2] - start[:2]
-        c, s = math.cos(-y0), math.sin(-y0)
-        gps = np.array([c * rel[0] - s * rel[1], s * rel[0] + c * rel[1]], np.float32)
         to_goal = self.goals[0][:2] - pose.position[:2]
         phi = wrap_angle(math.atan2(to_goal[1], to_goal[0]) - pose.yaw)
-        return {
-            "pointgoal": np.array([np.linalg.norm(to_goal), phi], np.float32),
-            "gps": gps,
-            "compass": np.array([wrap_angle(pose.yaw - y0)], np.float32),
-        }
+        return {"pointgoal": np.array([np.linalg.norm(to_goal), phi], np.float32)}
 
 
 class ObjectNavEnv(NavEnv):
@@ -432,6 +443,7 @@ class VLNEnv(NavEnv):
 
     success_distance = 3.0
     expert_stop_distance = 0.3
+    default_gps_compass = False
 
     def task_spaces(self) -> dict[str, spaces.Space]:
         return {"instruction": spaces.Text(MAX_INSTRUCTION_CHARS, charset=CHARSET)}
