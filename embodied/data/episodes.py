@@ -9,12 +9,14 @@ with a mask.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
-from embodied.policies.base import Policy
+if TYPE_CHECKING:
+    from embodied.policies.base import Policy
+
 
 
 @dataclass

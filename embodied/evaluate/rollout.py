@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
-from embodied.policies.base import Policy
+if TYPE_CHECKING:
+    from embodied.policies.base import Policy
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
 METRICS_KEY = "metrics"  # envs report running metrics in info["metrics"] (a dict of floats)
 

@@ -1,0 +1,448 @@
+"""`map_agent`: a modular, non-learned agent on top of the `voxel_map` memory.
+
+Every step it fuses depth + per-pixel categories into a `VoxelMap` (pose = the start-frame
+gps/compass, camera 1.25 m above the floor), projects the map to a 2-D grid (obstacles:
+voxels between 0.1 and 1.5 m, inflated by the agent's size; unknown counts as free) and
+plans with fast marching (`scikit-fmm`) toward a goal region:
+
+* ObjectNav: the free cells near any voxel whose majority label is the goal category; STOP
+  once that category is within `stop_distance`. Until the category is mapped it explores
+  (a first look around, then the nearest frontier between seen floor and unknown space).
+* ObjectRecall: during the tour (phase 0, actions ignored) it records, per semantic object
+  id, where its pixels lie, its category and its mean colour, and when the tour turned to
+  face it (close by, near the centre of view): that order answers "shown first/second".
+  In the question phase it parses the question, picks the remembered object and goes
+  back to it.
+
+It has no weights: `save_pretrained` writes its config and an empty weights file, and
+`from_pretrained` rebuilds it. The env must be built with `semantic=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import skfmm
+import torch
+from scipy import ndimage
+from torch import nn
+
+from embodied.envs.scenes.types import CATEGORIES, COLOURS
+from embodied.memory.voxel_map import VoxelMap
+from embodied.policies.pretrained import PretrainedPolicy
+
+STOP, FORWARD, LEFT, RIGHT = 0, 1, 2, 3
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+REQUIRED_KEYS = ("depth", "semantic_category", "gps", "compass")
+
+
+@dataclasses.dataclass
+class MapAgentConfig:
+    n_actions: int = 4
+    voxel_size: float = 0.1  # metres; also the planning grid's cell
+    extent: float = 25.0  # half-width of the mapped square around the start (m)
+    camera_height: float = 1.25
+    hfov_deg: float = 90.0
+    max_depth: float = 8.0
+    stride: int = 1  # pixel subsampling of the fused frames (use 2 at 64x64 and above)
+    obstacle_z: tuple[float, float] = (0.1, 1.5)
+    inflation: float = 0.2  # obstacle inflation (m): about the agent's radius
+    stop_distance: float = 0.7  # STOP when the goal's nearest mapped point is this close (m)
+    turn_threshold_deg: float = 20.0
+    look_around_steps: int = 24  # ObjectNav: turn in place first (24 x 15 deg = one turn)
+    face_distance: float = 1.6  # ObjectRecall: "the tour faced o" = o's centre this close ...
+    face_angle_deg: float = 12.0  # ... and within this angle of the heading
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MapAgentConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown config keys {unknown}; accepted: {sorted(known)}")
+        data = dict(data)
+        if "obstacle_z" in data:
+            data["obstacle_z"] = tuple(data["obstacle_z"])
+        return cls(**data)
+
+
+@dataclasses.dataclass
+class _SeenObject:
+    """What the tour showed of one semantic object id."""
+
+    cells: set[int] = dataclasses.field(default_factory=set)  # 2-D grid cells of its points
+    xy_sum: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))
+    n_points: int = 0
+    rgb_sum: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(3))
+    category_votes: dict[int, int] = dataclasses.field(default_factory=dict)
+    faced_at: int | None = None  # tour step when the tour turned to face it
+
+    @property
+    def centre(self) -> np.ndarray:
+        return self.xy_sum / max(self.n_points, 1)
+
+    @property
+    def category(self) -> int:
+        return max(self.category_votes, key=self.category_votes.get) if self.category_votes else -1
+
+    @property
+    def rgb(self) -> np.ndarray:
+        return self.rgb_sum / max(self.n_points, 1) / 255.0
+
+
+@dataclasses.dataclass
+class _Row:
+    """Per-environment planning state (the map itself lives in the batched VoxelMap)."""
+
+    steps: int = 0
+    tour_steps: int = 0
+    last_action: int = -1
+    last_xy: np.ndarray | None = None
+    stuck: int = 0
+    visited: set[int] = dataclasses.field(default_factory=set)
+    blocked: set[int] = dataclasses.field(default_factory=set)
+    objects: dict[int, _SeenObject] = dataclasses.field(default_factory=dict)
+    target_id: int | None = None  # ObjectRecall: the remembered object to return to
+    question: str = ""
+    rng: np.random.Generator = dataclasses.field(default_factory=np.random.default_rng)
+
+
+class MapAgentPolicy(PretrainedPolicy):
+    """Voxel-map + fast-marching planner for ObjectNav and ObjectRecall (no learned weights)."""
+
+    name = "map_agent"
+    config_class: ClassVar[Any] = MapAgentConfig
+    config: MapAgentConfig  # type: ignore[assignment]
+
+    def __init__(self, config: MapAgentConfig) -> None:
+        nn.Module.__init__(self)  # no encoder: this policy has no weights
+        if config.n_actions != 4:
+            raise ValueError("map_agent drives the navigation tasks' 4 discrete actions (STOP, FORWARD, LEFT, RIGHT)")
+        self.config = config
+        self.nx = math.ceil(2 * config.extent / config.voxel_size)
+        self.rows: list[_Row] = []
+        self.map = self._new_map(0)
+        r = max(1, round(config.inflation / config.voxel_size))
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        self._disk = xx**2 + yy**2 <= r * r
+
+    # ------------------------------------------------------------------ construction, checkpoints
+    @classmethod
+    def build(
+        cls,
+        observation_space: gym.spaces.Dict | None = None,
+        action_space: gym.Space | None = None,
+        texts: Iterable[str] = (),
+        obs_keys: Sequence[str] | None = None,
+        **options: Any,
+    ) -> MapAgentPolicy:
+        """Check the env gives what the map needs (semantic=True, gps+compass)."""
+        if observation_space is not None:
+            missing = [k for k in REQUIRED_KEYS if k not in observation_space.spaces]
+            if missing:
+                raise ValueError(
+                    f"map_agent needs the observations {list(REQUIRED_KEYS)}; missing {missing}: build the env with "
+                    f"semantic=True (and depth, gps_compass); present: {sorted(observation_space.spaces)}")
+            hfov = options.pop("hfov_deg", None)
+            if hfov is not None:
+                options["hfov_deg"] = hfov
+        if action_space is not None and not (isinstance(action_space, gym.spaces.Discrete) and action_space.n == 4):
+            raise ValueError(f"map_agent needs the navigation tasks' Discrete(4) actions, got {action_space}")
+        return cls(MapAgentConfig(**options))
+
+    @classmethod
+    def from_config_dir(cls, directory: Path, config: dict[str, Any]) -> MapAgentPolicy:
+        policy = cls(MapAgentConfig.from_dict(config))
+        policy.eval()
+        return policy
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        """No weights; the map is episode state, not part of a checkpoint."""
+        return {}
+
+    def set_normalization(self, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:  # nothing to normalise
+        pass
+
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        raise TypeError("map_agent has no learned weights to train")
+
+    def _new_map(self, batch_size: int) -> VoxelMap:
+        c = self.config
+        return VoxelMap(batch_size=batch_size, voxel_size=c.voxel_size, hfov=math.radians(c.hfov_deg),
+                        num_classes=len(CATEGORIES), extent=c.extent, z_range=(-1.0, 3.0), max_depth=c.max_depth,
+                        stride=c.stride)
+
+    # ------------------------------------------------------------------ Policy protocol
+    def reset(self, mask: np.ndarray) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        if len(mask) != len(self.rows):
+            self.map = self._new_map(len(mask))
+            self.rows = [self._fresh_row(i) for i in range(len(mask))]
+            return
+        self.map.reset(torch.as_tensor(mask))
+        for i in np.flatnonzero(mask):
+            self.rows[i] = self._fresh_row(int(i))
+
+    def _fresh_row(self, i: int) -> _Row:
+        return _Row(rng=np.random.default_rng([self.config.seed, i, len(self.rows)]))
+
+    def on_envs_pause(self, idx: Sequence[int]) -> None:
+        drop = {int(i) for i in idx}
+        keep = [i for i in range(len(self.rows)) if i not in drop]
+        self.map.prune(torch.tensor(keep, dtype=torch.long))
+        self.rows = [self.rows[i] for i in keep]
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, Any]) -> np.ndarray:
+        missing = [k for k in REQUIRED_KEYS if k not in obs]
+        if missing:
+            raise KeyError(f"map_agent needs the observations {missing}: build the env with semantic=True "
+                           f"(present: {sorted(obs)})")
+        n = len(obs["gps"])
+        if len(self.rows) != n:
+            raise RuntimeError("call reset(mask) with one entry per environment before act()")
+        c = self.config
+        depth = torch.as_tensor(np.asarray(obs["depth"], dtype=np.float32))[..., 0]
+        labels = torch.as_tensor(np.asarray(obs["semantic_category"])).long()
+        gps = np.asarray(obs["gps"], dtype=np.float64)
+        yaw = np.asarray(obs["compass"], dtype=np.float64).reshape(n)
+        pose = torch.tensor(np.c_[gps, np.full(n, c.camera_height), yaw], dtype=torch.float32)
+        self.map.write(depth, pose, labels)
+        grids = self._grids()
+        phases = np.asarray(obs["phase"]).reshape(n) if "phase" in obs else np.ones(n, dtype=int)
+        actions = np.zeros(n, dtype=np.int64)
+        for i, row in enumerate(self.rows):
+            row.visited.add(self._cell(gps[i]))
+            if "phase" in obs:
+                if phases[i] == 0:
+                    self._record_tour(row, obs, i, depth[i].numpy(), pose[i].numpy())
+                    actions[i] = FORWARD  # ignored during the tour
+                    row.steps += 1
+                    continue
+                if not row.question:
+                    row.question = str(obs["instruction"][i])
+                    row.target_id = self._answer(row, row.question)
+            goal = self._goal_cells(row, grids[i], obs, i)
+            actions[i] = self._navigate(row, grids[i], gps[i], float(yaw[i]), goal, look_around="phase" not in obs)
+            row.last_action, row.last_xy = int(actions[i]), gps[i].copy()
+            row.steps += 1
+        return actions
+
+    # ------------------------------------------------------------------ map -> 2-D grids
+    def _cell(self, xy: np.ndarray) -> int:
+        g = np.floor((np.asarray(xy[:2]) + self.config.extent) / self.config.voxel_size).astype(int)
+        g = np.clip(g, 0, self.nx - 1)
+        return int(g[0] * self.nx + g[1])
+
+    def _grids(self) -> list[dict[str, np.ndarray]]:
+        """Per row: flat 2-D cell ids of obstacle voxels, floor voxels and (cell, category) of labelled voxels."""
+        m = self.map
+        env = (m.vkeys // m.K).numpy()
+        lin = (m.vkeys % m.K).numpy()
+        z = (lin % m.nz + 0.5) * m.voxel_size + m.z_range[0]
+        cell = lin // m.nz
+        lab = m.votes.argmax(-1).numpy()
+        lo, hi = self.config.obstacle_z
+        out = []
+        for i in range(len(self.rows)):
+            sel = env == i
+            zi, ci = z[sel], cell[sel]
+            obst = (zi > lo) & (zi < hi)
+            out.append({"obstacle": np.unique(ci[obst]), "floor": np.unique(ci[zi < lo]),
+                        "cell": ci, "label": lab[sel], "z": zi})
+        return out
+
+    # ------------------------------------------------------------------ goals
+    def _goal_cells(self, row: _Row, grid: dict[str, np.ndarray], obs: dict[str, Any], i: int) -> np.ndarray | None:
+        """Cells of the thing to reach (None: not known yet, explore)."""
+        if "phase" in obs:  # ObjectRecall
+            if row.target_id is None or row.target_id not in row.objects:
+                return None
+            return np.fromiter(row.objects[row.target_id].cells, dtype=np.int64)
+        if "objectgoal" in obs:
+            cat = int(np.asarray(obs["objectgoal"]).reshape(-1)[i])
+            sel = (grid["label"] == cat) & (grid["z"] > 0.0)
+            cells = np.unique(grid["cell"][sel])
+            return cells if len(cells) else None
+        return None
+
+    # ------------------------------------------------------------------ ObjectRecall memory
+    def _record_tour(self, row: _Row, obs: dict[str, Any], i: int, depth: np.ndarray, pose: np.ndarray) -> None:
+        """Accumulate every visible object's points, category and colour; mark the objects the
+        tour is facing (close, near the centre of view) with the tour step."""
+        c = self.config
+        sem = np.asarray(obs["semantic"][i]) if "semantic" in obs else None
+        if sem is None:
+            raise KeyError("map_agent on ObjectRecall needs the 'semantic' (object id) observation: semantic=True")
+        cat = np.asarray(obs["semantic_category"][i])
+        rgb = np.asarray(obs["rgb"][i], dtype=np.float64) if "rgb" in obs else None
+        pts, valid = self.map.backproject(torch.as_tensor(depth)[None], torch.as_tensor(pose)[None])
+        pts, valid = pts[0].numpy(), valid[0].numpy()
+        ok = valid & (sem > 0) & (cat > 0)
+        ids = sem[ok]
+        xyz = pts[ok]
+        cats = cat[ok]
+        cols = rgb[ok] if rgb is not None else np.zeros((len(ids), 3))
+        for oid in np.unique(ids):
+            sel = ids == oid
+            o = row.objects.setdefault(int(oid), _SeenObject())
+            p = xyz[sel]
+            o.xy_sum += p[:, :2].sum(0)
+            o.n_points += int(sel.sum())
+            o.rgb_sum += cols[sel].sum(0)
+            o.cells.update(self._cells(p[:, :2]).tolist())
+            for k, v in zip(*np.unique(cats[sel], return_counts=True)):
+                o.category_votes[int(k)] = o.category_votes.get(int(k), 0) + int(v)
+        here, yaw = pose[:2].astype(np.float64), float(pose[3])
+        for o in row.objects.values():
+            if o.faced_at is not None:
+                continue
+            d = o.centre - here
+            dist = float(np.hypot(*d))
+            ang = abs(_wrap(math.atan2(d[1], d[0]) - yaw))
+            if dist < c.face_distance and ang < math.radians(c.face_angle_deg):
+                o.faced_at = row.tour_steps
+        row.tour_steps += 1
+
+    def _cells(self, xy: np.ndarray) -> np.ndarray:
+        g = np.floor((xy + self.config.extent) / self.config.voxel_size).astype(np.int64)
+        g = np.clip(g, 0, self.nx - 1)
+        return g[:, 0] * self.nx + g[:, 1]
+
+    def _answer(self, row: _Row, question: str) -> int | None:
+        """Parse the question and pick the remembered object it names."""
+        shown = sorted((o.faced_at, oid) for oid, o in row.objects.items() if o.faced_at is not None)
+        order = [oid for _, oid in shown]
+        q = question.lower()
+        m = re.search(r"shown (" + "|".join(ORDINALS) + r")\b", q)
+        if m:
+            k = ORDINALS.index(m.group(1))
+            return order[k] if k < len(order) else (order[-1] if order else None)
+        m = re.search(r"the ([a-z]+) object you were shown", q)
+        if m and m.group(1) in COLOURS:
+            ref = np.asarray(COLOURS[m.group(1)][:3])
+            pool = order or list(row.objects)
+            return min(pool, key=lambda oid: _colour_distance(row.objects[oid].rgb, ref)) if pool else None
+        m = re.search(r"the ([a-z ]+?) you were shown", q)
+        if m and m.group(1) in CATEGORIES:
+            cat = CATEGORIES.index(m.group(1))
+            for oid in order:
+                if row.objects[oid].category == cat:
+                    return oid
+            same = [oid for oid, o in row.objects.items() if o.category == cat]
+            return max(same, key=lambda oid: row.objects[oid].n_points) if same else None
+        return order[0] if order else None
+
+    # ------------------------------------------------------------------ planning
+    def _navigate(self, row: _Row, grid: dict[str, np.ndarray], xy: np.ndarray, yaw: float,
+                  goal: np.ndarray | None, look_around: bool = True) -> int:
+        c = self.config
+        vs = c.voxel_size
+        if row.last_action == FORWARD and row.last_xy is not None and np.hypot(*(xy - row.last_xy)) < 0.05:
+            row.stuck += 1  # a wall the map missed: block the cells just ahead
+            for dist in (0.2, 0.3):
+                p = xy + dist * np.array([math.cos(yaw), math.sin(yaw)])
+                row.blocked.add(self._cell(p))
+        else:
+            row.stuck = 0
+        if goal is not None and len(goal):
+            gxy = (np.stack([goal // self.nx, goal % self.nx], 1) + 0.5) * vs - c.extent
+            if np.min(np.hypot(*(gxy - xy).T)) <= c.stop_distance:
+                return STOP
+        elif look_around and row.steps < c.look_around_steps:
+            return LEFT
+        if row.stuck >= 3:
+            row.stuck = 0
+            return int(row.rng.choice([LEFT, RIGHT]))
+
+        # crop a window around everything known (+ margin) and the agent
+        known = [grid["obstacle"], grid["floor"], np.fromiter(row.visited, np.int64)]
+        if goal is not None:
+            known.append(goal)
+        allc = np.concatenate(known)
+        gx, gy = allc // self.nx, allc % self.nx
+        ax, ay = self._cell(xy) // self.nx, self._cell(xy) % self.nx
+        margin = 20
+        x0, x1 = max(min(gx.min(), ax) - margin, 0), min(max(gx.max(), ax) + margin + 1, self.nx)
+        y0, y1 = max(min(gy.min(), ay) - margin, 0), min(max(gy.max(), ay) + margin + 1, self.nx)
+        shape = (x1 - x0, y1 - y0)
+
+        def raster(cells: np.ndarray) -> np.ndarray:
+            out = np.zeros(shape, dtype=bool)
+            cx, cy = cells // self.nx - x0, cells % self.nx - y0
+            ok = (cx >= 0) & (cx < shape[0]) & (cy >= 0) & (cy < shape[1])
+            out[cx[ok], cy[ok]] = True
+            return out
+
+        obstacle = raster(np.concatenate([grid["obstacle"], np.fromiter(row.blocked, np.int64)]))
+        obstacle = ndimage.binary_dilation(obstacle, self._disk)
+        lx, ly = ax - x0, ay - y0
+        obstacle[max(lx - 1, 0) : lx + 2, max(ly - 1, 0) : ly + 2] = False  # the agent stands on free space
+        if goal is not None and len(goal):
+            near = ndimage.binary_dilation(raster(goal), iterations=max(1, round((c.stop_distance - 0.15) / vs)))
+            target = near & ~obstacle
+        else:
+            target = self._frontier(grid, row, raster, obstacle, lx, ly)
+        if not target.any():
+            return int(row.rng.choice([FORWARD, FORWARD, LEFT, RIGHT]))
+        phi = np.where(target, -1.0, 1.0)
+        try:
+            dist = skfmm.distance(np.ma.MaskedArray(phi, obstacle), dx=vs)
+        except ValueError:
+            return int(row.rng.choice([FORWARD, LEFT, RIGHT]))
+        d = np.ma.filled(dist, np.inf).astype(np.float64)
+        d[target] = -1.0
+        if not np.isfinite(d[lx, ly]):
+            return int(row.rng.choice([FORWARD, LEFT, RIGHT]))
+        # steer toward the lowest-cost cell on a small ring around the agent
+        rad = 3
+        xs, ys = np.mgrid[-rad : rad + 1, -rad : rad + 1]
+        ring = (xs**2 + ys**2 <= rad * rad) & (xs**2 + ys**2 >= 4)
+        px, py = lx + xs[ring], ly + ys[ring]
+        ok = (px >= 0) & (px < shape[0]) & (py >= 0) & (py < shape[1])
+        px, py = px[ok], py[ok]
+        costs = d[px, py]
+        best = int(np.argmin(costs))
+        if not np.isfinite(costs[best]):
+            return int(row.rng.choice([LEFT, RIGHT]))
+        want = math.atan2(py[best] - ly, px[best] - lx)
+        diff = _wrap(want - yaw)
+        if abs(diff) > math.radians(c.turn_threshold_deg):
+            return LEFT if diff > 0 else RIGHT
+        return FORWARD
+
+    def _frontier(self, grid: dict[str, np.ndarray], row: _Row, raster: Any, obstacle: np.ndarray,
+                  lx: int, ly: int) -> np.ndarray:
+        """Seen-free cells next to unknown space, at least 1 m away from the agent."""
+        vis = ndimage.binary_dilation(raster(np.fromiter(row.visited, np.int64)), iterations=8)
+        free = (raster(grid["floor"]) | vis) & ~obstacle
+        known = free | raster(grid["obstacle"])
+        frontier = free & ndimage.binary_dilation(~known, iterations=1)
+        xs, ys = np.nonzero(frontier)
+        far = (xs - lx) ** 2 + (ys - ly) ** 2 >= 100
+        out = np.zeros_like(frontier)
+        out[xs[far], ys[far]] = True
+        return out
+
+
+def _wrap(a: float) -> float:
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+def _colour_distance(observed: np.ndarray, reference: np.ndarray) -> float:
+    """Distance of a rendered mean colour to a named colour, allowing for the lighting's
+    brightness (the reference scaled by 0.7 .. 1.2)."""
+    return min(float(np.linalg.norm(s * reference - observed)) for s in np.linspace(0.7, 1.2, 6))
