@@ -46,7 +46,7 @@ REQUIRED_KEYS = ("depth", "semantic_category", "gps", "compass")
 @dataclasses.dataclass
 class MapAgentConfig:
     n_actions: int = 4
-    voxel_size: float = 0.1  # metres; also the planning grid's cell
+    voxel_size: float = 0.15  # metres; also the planning grid's cell
     extent: float = 25.0  # half-width of the mapped square around the start (m)
     camera_height: float = 1.25
     hfov_deg: float = 90.0

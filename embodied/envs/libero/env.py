@@ -93,6 +93,7 @@ class LiberoEnv(gym.Env):
         cameras: tuple[str, ...] | list[str] = ("agentview", "wrist"),
         protocol: str = "openvla",
         fast_render: bool = False,
+        expert: bool = False,
         render_mode: str | None = None,
     ) -> None:
         _check_choice("suite", suite, SUITES)
@@ -105,14 +106,15 @@ class LiberoEnv(gym.Env):
         cameras = tuple(cameras)
         for cam in cameras:
             _check_choice("cameras", cam, list(CAMERAS))
-        if not cameras or len(set(cameras)) != len(cameras):
-            raise ValueError(f"cameras must be a non-empty subset of {list(CAMERAS)} without repeats, got {cameras}")
+        if len(set(cameras)) != len(cameras):
+            raise ValueError(f"cameras must be a subset of {list(CAMERAS)} without repeats, got {cameras}")
         _check_choice("protocol", protocol, sorted(PROTOCOLS))
         if render_mode is not None:
             _check_choice("render_mode", render_mode, self.metadata["render_modes"])
 
         self.suite, self.task_id, self.resolution = suite, int(task_id), int(resolution)
         self.cameras, self.fast_render, self.render_mode = cameras, bool(fast_render), render_mode
+        self.expert = bool(expert)
         self.protocol: LiberoProtocol = get_protocol(protocol)
         self.max_steps = self.protocol.max_steps_for(suite)
 
@@ -134,6 +136,8 @@ class LiberoEnv(gym.Env):
             f"{cam}_rgb": spaces.Box(0, 255, (r, r, 3), np.uint8) for cam in cameras}
         obs_spaces["state"] = spaces.Box(-np.inf, np.inf, (8,), np.float32)
         obs_spaces["instruction"] = spaces.Text(MAX_INSTRUCTION_CHARS, min_length=0, charset=INSTRUCTION_CHARSET)
+        if self.expert:  # privileged: the scripted expert's next action, for the `expert` policy
+            obs_spaces["expert_action"] = spaces.Box(-1.0, 1.0, (7,), np.float32)
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = spaces.Box(-1.0, 1.0, (7,), np.float32)
 
@@ -166,6 +170,7 @@ class LiberoEnv(gym.Env):
                 bddl_file_name=self._suite.get_task_bddl_file_path(self.task_id),
                 camera_names=cams, camera_heights=self.resolution, camera_widths=self.resolution,
                 hard_reset=not self.fast_render, ignore_done=True,
+                use_camera_obs=bool(cams),  # no cameras: physics only, about 15x faster (state-based work)
                 horizon=self.max_steps + self.protocol.num_steps_wait + 10)
             self._sim.seed(self.protocol.sim_seed)
             if self.fast_render:
@@ -236,6 +241,8 @@ class LiberoEnv(gym.Env):
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array" or self._raw_obs is None:
             return None
+        if not self.cameras:
+            return None
         cam = "agentview" if "agentview" in self.cameras else self.cameras[0]
         return self._image(cam)
 
@@ -260,6 +267,8 @@ class LiberoEnv(gym.Env):
         obs: dict[str, Any] = {f"{cam}_rgb": self._image(cam) for cam in self.cameras}
         obs["state"] = self.robot_state()
         obs["instruction"] = self.instruction
+        if self.expert:
+            obs["expert_action"] = np.asarray(self.expert_action(), dtype=np.float32)
         return obs
 
     def _info(self) -> dict[str, Any]:
