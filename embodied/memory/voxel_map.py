@@ -9,10 +9,22 @@ Camera convention (inputs of `write`):
 * `labels [B,H,W]` long category ids (optional, < `num_classes`, negative = unlabeled) and
   `features [B,H,W,F]` (optional).
 
-Hot path: a torch voxel hash over all environments at once (no per-env loop): voxel keys
-`env * K + linear voxel index` are kept sorted with point counts, label votes [V, num_classes] and feature
-sums [V, F]; a write merges the new frame's keys with `torch.unique`. Fusion is a sum, so streaming and
-sequence mode agree up to float summation order. open3d is used only for exports (`point_cloud`).
+Hot path: a torch voxel hash over all environments at once (no per-env loop). Voxel keys are
+`env * K + linear voxel index`; the public table (`vkeys` sorted, with aligned point counts, label votes
+[V, num_classes] and feature sums [V, F]; also the state dict) is a view of an internal store:
+
+* the store is append-only with spare capacity (new voxels go to the end, existing voxels are updated in
+  place with `index_add_`), so a write never moves the O(V) vote / feature rows;
+* the key -> slot index is a large sorted part plus a small sorted "delta" of recently added keys; a write
+  looks its (uniqued) keys up in both with `searchsorted` and merges its new keys into the delta (O(delta));
+  the delta is merged into the large part when it passes `_DELTA_MAX` keys (O(V) keys only);
+* reading the public table (`vm.vkeys`, `vm.votes`, ..., `state_dict()`, exports) first compacts the store
+  into sorted order when keys were added since the last compaction (O(V), off the hot path);
+* per-env occupancy is a running count.
+
+A 64x64 write therefore costs O(H*W log) plus O(delta), independent of the map size. Fusion is a sum, so
+streaming and sequence mode agree up to float summation order. open3d is used only for exports
+(`point_cloud`).
 """
 
 from __future__ import annotations
@@ -25,6 +37,26 @@ from torch import Tensor
 
 from embodied.memory import MEMORIES
 from embodied.memory.base import Memory, ReadResult, as_keep_index
+
+
+_TABLE = ("vkeys", "counts", "votes", "feats")
+_DELTA_MAX = 1 << 16  # keys in the small sorted index before it is merged into the large one
+
+
+def _merge_sorted(ak: Tensor, av: Tensor, bk: Tensor, bv: Tensor) -> tuple[Tensor, Tensor]:
+    """Merge two sorted, disjoint key arrays with their values (O(na + nb log na))."""
+    if bk.numel() == 0:
+        return ak, av
+    if ak.numel() == 0:
+        return bk, bv
+    dst = torch.searchsorted(ak, bk) + torch.arange(bk.numel(), device=bk.device)
+    n = ak.numel() + bk.numel()
+    rest = torch.ones(n, dtype=torch.bool, device=ak.device)
+    rest[dst] = False
+    keys, vals = ak.new_empty(n), av.new_empty(n)
+    keys[rest], vals[rest] = ak, av
+    keys[dst], vals[dst] = bk, bv
+    return keys, vals
 
 
 @MEMORIES.register("voxel_map")
@@ -63,15 +95,110 @@ class VoxelMap(Memory):
         self._add_state("votes", torch.zeros(0, num_classes))
         self._add_state("feats", torch.zeros(0, max(feature_dim, 0)))
         self._add_state("t", torch.zeros(batch_size, dtype=torch.long))
+        self._rebuild()
+
+    # ----------------------------------------------------------------- internal store
+    # _sk/_sc/_sv/_sf: append-only store (capacity >= _n); _ik/_is: large sorted index (keys, slots);
+    # _dk/_ds: small sorted index of keys added since; _occ [B]: voxels per env; _ordered: store slots are
+    # in key order; _stale: the public table (registered buffers) must be refreshed from the store.
+    @property
+    def device(self) -> torch.device:
+        return self._buffers["t"].device
+
+    def _rebuild(self, extra: int = 4096) -> None:
+        """(Re)build the store from the public table (after init, load, reset, prune, device moves)."""
+        b = self._buffers
+        keys, dev = b["vkeys"], b["vkeys"].device
+        n = keys.numel()
+        cap = n + extra
+        self._sk = torch.zeros(cap, dtype=torch.long, device=dev)
+        self._sc = torch.zeros(cap, dtype=b["counts"].dtype, device=dev)
+        self._sv = torch.zeros(cap, self.num_classes, dtype=b["votes"].dtype, device=dev)
+        self._sf = torch.zeros(cap, b["feats"].shape[1], dtype=b["feats"].dtype, device=dev)
+        self._sk[:n], self._sc[:n], self._sv[:n], self._sf[:n] = keys, b["counts"], b["votes"], b["feats"]
+        self._n = n
+        self._ik, self._is = self._sk[:n], torch.arange(n, device=dev)
+        self._dk = torch.zeros(0, dtype=torch.long, device=dev)
+        self._ds = torch.zeros(0, dtype=torch.long, device=dev)
+        self._occ = torch.bincount(keys // self.K, minlength=self.batch_size)[: self.batch_size]
+        self._ordered, self._stale = True, True
+
+    def _sync(self) -> None:
+        """Refresh the public sorted table (views of the store); compacts the store if keys were added."""
+        d = self.__dict__
+        if not d.get("_stale", False):
+            return
+        self._stale = False
+        n = self._n
+        if not self._ordered:  # keys were appended: permute the store into key order
+            keys, slots = _merge_sorted(self._ik, self._is, self._dk, self._ds)
+            cap = max(self._sk.numel(), n + 4096)
+            dev = keys.device
+            sk = torch.zeros(cap, dtype=torch.long, device=dev)
+            sc = torch.zeros(cap, dtype=self._sc.dtype, device=dev)
+            sv = torch.zeros(cap, self.num_classes, dtype=self._sv.dtype, device=dev)
+            sf = torch.zeros(cap, self._sf.shape[1], dtype=self._sf.dtype, device=dev)
+            sk[:n], sc[:n], sv[:n], sf[:n] = keys, self._sc[slots], self._sv[slots], self._sf[slots]
+            self._sk, self._sc, self._sv, self._sf = sk, sc, sv, sf
+            self._ik, self._is = sk[:n], torch.arange(n, device=dev)
+            self._dk, self._ds = self._dk[:0], self._ds[:0]
+            self._ordered = True
+        b = self._buffers
+        b["vkeys"], b["counts"], b["votes"], b["feats"] = self._sk[:n], self._sc[:n], self._sv[:n], self._sf[:n]
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _TABLE and self.__dict__.get("_stale", False):
+            self._sync()
+        return super().__getattr__(name)
+
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        self._sync()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for name in _TABLE:  # snapshots: the store is updated in place by later writes
+            destination[prefix + name] = destination[prefix + name].clone()
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "VoxelMap":
+        self._sync()
+        for name in _TABLE:  # detach the public table from the store before moving it
+            self._buffers[name] = self._buffers[name].clone()
+        super()._apply(fn, recurse)
+        self._rebuild()
+        return self
+
+    def _find(self, keys: Tensor) -> Tensor:
+        """Store slot of each key (-1 where absent)."""
+        slot = torch.full_like(keys, -1)
+        for ik, isl in ((self._ik, self._is), (self._dk, self._ds)):
+            if ik.numel():
+                pos = torch.searchsorted(ik, keys).clamp(max=ik.numel() - 1)
+                slot = torch.where(ik[pos] == keys, isl[pos], slot)
+        return slot
+
+    def _reserve(self, n: int) -> None:
+        cap = self._sk.numel()
+        if n <= cap:
+            return
+        cap = max(n, 2 * cap)
+        m = self._n
+        for name in ("_sk", "_sc", "_sv", "_sf"):
+            old = getattr(self, name)
+            new = old.new_zeros(cap, *old.shape[1:])
+            new[:m] = old[:m]
+            setattr(self, name, new)
+        # the large index keys were a view of the old store: keep them as they are (own copy)
+        self._ik = self._ik.clone() if self._ik.numel() else self._ik
 
     # the flat table is not indexed by env: custom reset / prune / batch size
     def reset(self, mask: Tensor | None = None) -> None:
         mask = torch.ones(self.batch_size, dtype=torch.bool) if mask is None else self._rows(mask)
+        self.t = torch.where(mask.to(self.t.device), 0, self.t)
+        if not bool(mask.any()) or not bool((self._occ.to(mask.device)[mask] > 0).any()):
+            return  # nothing to clear (the usual per-step reset(done) call)
         keep = ~mask.to(self.vkeys.device)[self.vkeys // self.K]
         self.vkeys, self.counts, self.votes, self.feats = (
             self.vkeys[keep], self.counts[keep], self.votes[keep], self.feats[keep],
         )  # fmt: skip
-        self.t = torch.where(mask.to(self.t.device), 0, self.t)
+        self._rebuild()
 
     def prune(self, keep: Tensor) -> None:
         idx = as_keep_index(keep, self.batch_size).to(self.vkeys.device)
@@ -85,10 +212,13 @@ class VoxelMap(Memory):
         self.votes, self.feats = self.votes[k][order], self.feats[k][order]
         self.t = self.t[idx]
         self._batch_size = int(idx.numel())
+        self._rebuild()
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        self._sync()
         super()._load_from_state_dict(state_dict, prefix, *args)
         self._batch_size = int(self.t.shape[0])
+        self._rebuild()
 
     # ----------------------------------------------------------------- geometry
     def backproject(self, depth: Tensor, pose: Tensor) -> tuple[Tensor, Tensor]:
@@ -159,21 +289,37 @@ class VoxelMap(Memory):
         return {"points": ok.sum((1, 2)), "voxels": self.occupancy()}
 
     def _merge(self, keys: Tensor, counts: Tensor, votes: Tensor, feats: Tensor) -> None:
-        allk = torch.cat([self.vkeys, keys])
-        uniq, inv = torch.unique(allk, sorted=True, return_inverse=True)
-        n = uniq.shape[0]
-        self.counts = torch.zeros(n, device=keys.device).index_add_(0, inv, torch.cat([self.counts, counts]))
-        self.votes = torch.zeros(n, self.num_classes, device=keys.device).index_add_(
-            0, inv, torch.cat([self.votes, votes])
-        )
-        self.feats = torch.zeros(n, self.feats.shape[1], device=keys.device).index_add_(
-            0, inv, torch.cat([self.feats, feats])
-        )
-        self.vkeys = uniq
+        """Add per-point counts / votes / features for keys (any order, repeats allowed) to the store."""
+        if keys.numel() == 0:
+            return
+        uk, inv = torch.unique(keys, sorted=True, return_inverse=True)
+        slot = self._find(uk)
+        new = slot < 0
+        nk = uk[new]
+        m = nk.numel()
+        if m:
+            n = self._n
+            self._reserve(n + m)
+            ns = torch.arange(n, n + m, device=uk.device)
+            slot[new] = ns
+            self._sk[n : n + m] = nk
+            self._n = n + m
+            self._ordered = False
+            self._dk, self._ds = _merge_sorted(self._dk, self._ds, nk, ns)
+            if self._dk.numel() > _DELTA_MAX:
+                self._ik, self._is = _merge_sorted(self._ik, self._is, self._dk, self._ds)
+                self._dk, self._ds = self._dk[:0], self._ds[:0]
+            self._occ = self._occ + torch.bincount(nk // self.K, minlength=self.batch_size)[: self.batch_size]
+        s = slot[inv]
+        self._sc.index_add_(0, s, counts.to(self._sc.dtype))
+        self._sv.index_add_(0, s, votes.to(self._sv.dtype))
+        if self._sf.shape[1]:
+            self._sf.index_add_(0, s, feats.to(self._sf.dtype))
+        self._stale = True
 
     def occupancy(self) -> Tensor:
         """[B] number of occupied voxels per environment."""
-        return torch.bincount(self.vkeys // self.K, minlength=self.batch_size)[: self.batch_size]
+        return self._occ.clone()
 
     def _lookup(self, keys: Tensor) -> tuple[Tensor, Tensor]:
         pos = torch.searchsorted(self.vkeys, keys).clamp(max=max(self.vkeys.numel() - 1, 0))
@@ -189,17 +335,15 @@ class VoxelMap(Memory):
         B = positions.shape[0]
         lin, ok = self.voxel_index(positions)
         keys = torch.arange(B, device=positions.device)[:, None] * self.K + lin
-        pos, hit = self._lookup(keys)
-        hit = hit & ok
-        label = torch.where(hit, self.votes[pos].argmax(-1), -1) if self.vkeys.numel() else torch.full_like(keys, -1)
-        count = (
-            torch.where(hit, self.counts[pos], 0.0) if self.vkeys.numel() else torch.zeros_like(keys, dtype=torch.float)
-        )
-        feat = (
-            (self.feats[pos] / self.counts[pos].clamp(min=1)[..., None]) * hit[..., None]
-            if self.vkeys.numel()
-            else None
-        )
+        slot = self._find(keys)
+        hit = (slot >= 0) & ok
+        s = slot.clamp(min=0)
+        if self._n:
+            label = torch.where(hit, self._sv[s].argmax(-1), -1)
+            count = torch.where(hit, self._sc[s], 0.0)
+            feat = (self._sf[s] / self._sc[s].clamp(min=1)[..., None]) * hit[..., None]
+        else:
+            label, count, feat = torch.full_like(keys, -1), torch.zeros_like(keys, dtype=torch.float), None
         return ReadResult(hit.float(), {"label": label, "count": count, "feature": feat, "occupancy": self.occupancy()})
 
     def query_category(self, category: int, max_results: int = 256) -> tuple[Tensor, Tensor]:
@@ -261,8 +405,6 @@ class VoxelMap(Memory):
         flat = lambda x: None if x is None else x.flatten(0, 1)  # noqa: E731
         t0 = self.t.clone()
         # fuse all frames as one big batch of B*T "envs" mapped back to their env
-        big = VoxelMap.__new__(VoxelMap)
-        big.__dict__.update(self.__dict__)
         d = flat(depth)
         env_of = torch.arange(B).repeat_interleave(T)
         pts, valid = self.backproject(d[:, :: self.stride, :: self.stride], flat(pose))

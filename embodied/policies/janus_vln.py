@@ -10,8 +10,10 @@ Per step, the current frame is cut into P patches twice:
 Each goes through a frame-streaming attention encoder whose per-layer KV caches keep the first
 `n_initial` (8) and last `n_recent` (48) frames: the `dual_kv` memory (`embodied.memory.dual_kv`). The
 two token sets are fused additively, `S + lambda * MLP(G)` with lambda = 0.2, and a `transformers` causal
-LM (a tiny random Llama by default, or `backbone=<local path>`) reads `[bos; instruction; fused tokens]`;
-a linear head on the last position's hidden state scores STOP / FORWARD / LEFT / RIGHT (a classifier
+LM (a tiny random Llama by default, or `backbone=<local path>`) reads `[bos; instruction; fused tokens]`
+(2x2 neighbouring patches merged into one LLM token, as JanusVLN's merger does);
+a linear head on the last position's hidden state, plus a linear skip path from the fused frame
+tokens (the tiny LM alone learns slowly from scratch; see the comment at `head`), scores STOP / FORWARD / LEFT / RIGHT (a classifier
 head instead of JanusVLN's generated action words: one forward pass per step, no decoding).
 
 **Streaming vs window.** `act` encodes one frame per step through the caches. `loss` computes a whole
@@ -80,6 +82,16 @@ def patchify(x: Tensor, patch: int) -> Tensor:
     return x.reshape(b, (h // patch) * (w // patch), patch * patch * c)
 
 
+def merge_patches(tokens: Tensor, grid: tuple[int, int], k: int) -> Tensor:
+    """[M, gh*gw, D] row-major patch tokens -> [M, (gh/k)*(gw/k), k*k*D]: k x k neighbours concatenated."""
+    if k == 1:
+        return tokens
+    m, _, d = tokens.shape
+    gh, gw = grid
+    x = tokens.view(m, gh // k, k, gw // k, k, d).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(m, (gh // k) * (gw // k), k * k * d)
+
+
 def start_recent_mask(frames: int, tokens: int, n_initial: int, n_recent: int, device: Any) -> Tensor:
     """[T*P, T*P] bool: which frames a start+recent cache holds when frame i attends."""
     f = torch.arange(frames, device=device).repeat_interleave(tokens)
@@ -121,7 +133,10 @@ class JanusVLNPolicy(PretrainedPolicy):
         h, w = spec[config.rgb_key].shape[:2]
         if spec[config.depth_key].shape[:2] != [h, w] or h < config.patch or w < config.patch:
             raise ValueError(f"rgb and depth must share a size of at least patch={config.patch} pixels")
-        self.tokens_per_frame = (h // config.patch) * (w // config.patch)
+        self.grid = (h // config.patch, w // config.patch)
+        self.tokens_per_frame = self.grid[0] * self.grid[1]
+        # JanusVLN's merger groups 2x2 neighbouring patches into one LLM token (when the grid allows).
+        self.merge = 2 if self.grid[0] % 2 == 0 and self.grid[1] % 2 == 0 else 1
         self.text_key = text_key(spec)
         self.encoder = vector_encoder(spec, config.dim)  # extra token from vector keys (e.g. GPS), if any
         patch_dim = 3 * config.patch**2
@@ -131,8 +146,11 @@ class JanusVLNPolicy(PretrainedPolicy):
                              fusion_weight=config.fusion_weight)
         self.backbone = LanguageBackbone(config.vocab, config.lm_hidden, config.lm_layers, config.lm_heads,
                                          config.max_text_tokens, config.backbone)
-        self.to_lm = nn.Linear(config.dim, self.backbone.hidden)
-        self.head = nn.Linear(self.backbone.hidden, config.n_actions)
+        self.to_lm = nn.Linear(config.dim * self.merge**2, self.backbone.hidden)
+        self.vec_to_lm = nn.Linear(config.dim, self.backbone.hidden)
+        # Skip path from the fused frame tokens to the head: measured on 4 VLN expert episodes, the
+        # LM-only path reached 66-79% training accuracy in 80 Adam steps, the skip path 94%.
+        self.head = nn.Linear(self.backbone.hidden + config.dim * self.tokens_per_frame, config.n_actions)
 
     # ------------------------------------------------------------------ features
     def frame_tokens(self, obs: dict[str, Any]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
@@ -147,16 +165,16 @@ class JanusVLNPolicy(PretrainedPolicy):
 
     def decide(self, fused: Tensor, x: dict[str, Tensor], texts: Sequence[str] | None) -> Tensor:
         """Fused frame tokens [M, P, dim] (+ vector token) + instruction -> action logits [M, n_actions]."""
-        tokens = fused
+        tokens = self.to_lm(merge_patches(fused, self.grid, self.merge))
         if self.encoder is not None:
-            tokens = torch.cat([tokens, self.encoder(x)[:, None]], dim=1)
+            tokens = torch.cat([tokens, self.vec_to_lm(self.encoder(x))[:, None]], dim=1)
         m = len(tokens)
         if texts is not None:
             ids, tmask = self.backbone.tokenize(texts, tokens.device)
         else:
             ids = torch.zeros(m, 0, dtype=torch.long, device=tokens.device)
             tmask = torch.zeros(m, 0, dtype=torch.bool, device=tokens.device)
-        return self.head(self.backbone(ids, tmask, self.to_lm(tokens))[:, -1])
+        return self.head(torch.cat([self.backbone(ids, tmask, tokens)[:, -1], fused.flatten(1)], dim=-1))
 
     def step_logits(self, obs: dict[str, Any]) -> Tensor:
         """Streaming mode: one frame per row through the caches (writes the frame)."""

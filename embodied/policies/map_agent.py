@@ -153,9 +153,6 @@ class MapAgentPolicy(PretrainedPolicy):
                 raise ValueError(
                     f"map_agent needs the observations {list(REQUIRED_KEYS)}; missing {missing}: build the env with "
                     f"semantic=True (and depth, gps_compass); present: {sorted(observation_space.spaces)}")
-            hfov = options.pop("hfov_deg", None)
-            if hfov is not None:
-                options["hfov_deg"] = hfov
         if action_space is not None and not (isinstance(action_space, gym.spaces.Discrete) and action_space.n == 4):
             raise ValueError(f"map_agent needs the navigation tasks' Discrete(4) actions, got {action_space}")
         return cls(MapAgentConfig(**options))
