@@ -81,8 +81,8 @@ class HCAMAttention(nn.Module):
 
     def chunk_scores(self, queries: Tensor, keys: Tensor) -> Tensor:
         """[B,Q,E] x [B,M,D] -> [B,Q,M]: (W_q q).(W_k key)/sqrt(F), computed as (W_k^T W_q q).key."""
-        qk = self.chunk_q(queries) @ self.chunk_k.weight  # [B,Q,D]
-        return torch.einsum("bqd,bmd->bqm", qk, keys) / math.sqrt(self.feature_dim)
+        qk = (self.chunk_q(queries) * (1.0 / math.sqrt(self.feature_dim))) @ self.chunk_k.weight  # [B,Q,D]
+        return torch.bmm(qk, keys.transpose(1, 2).to(qk.dtype))
 
     def forward(
         self,
@@ -114,6 +114,9 @@ class HCAMAttention(nn.Module):
         sel_valid = torch.isfinite(top)
         weights = masked_softmax(top, sel_valid)  # softmax over the k selected only
         bidx = torch.arange(B, device=queries.device)[:, None, None]
+        if content_mask is None:
+            out = self._read_selected(queries, contents, bidx, idx, weights)
+            return ReadResult(out, {"indices": idx, "weights": weights, "selected_valid": sel_valid})
         chunks = contents[bidx, idx]  # [B,Q,k,C,D] index gather, never [B,M,Q,C,D]
         if self.position_encoding:
             chunks = chunks + self.pe.to(chunks.dtype)
@@ -130,6 +133,31 @@ class HCAMAttention(nn.Module):
         vals = torch.einsum("bqhd,hed->bqhe", ctx, self.v.weight.view(H, dh, -1)).reshape(B, Q, Fd)
         out = self.o(vals)
         return ReadResult(out, {"indices": idx, "weights": weights, "selected_valid": sel_valid})
+
+
+    def _read_selected(self, queries: Tensor, contents: Tensor, bidx: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
+        """Attention inside the selected chunks (all positions valid) as a few batched matmuls (no einsum
+        dispatch); the chunk weights are folded into the in-chunk attention weights before the single
+        attention-weighted sum over the k*C gathered steps."""
+        B, Q, E = queries.shape
+        k, H, Fd = idx.shape[-1], self.heads, self.feature_dim
+        dh = Fd // H
+        C, D = contents.shape[2], contents.shape[3]
+        n = B * Q
+        M = contents.shape[1]
+        flat = (idx + bidx * M).reshape(-1)  # index gather, never [B,M,Q,C,D]
+        chunks = contents.reshape(B * M, C, D).index_select(0, flat).view(n, k, C, D)
+        if self.position_encoding:
+            chunks = chunks + self.pe.to(chunks.dtype)
+        chunks = chunks.view(n, k * C, D)
+        qh = self.q(queries).view(n, H, dh).transpose(0, 1)  # [H,n,dh]
+        wk = self.k.weight.view(H, dh, D)
+        qk = torch.bmm(qh, wk).transpose(0, 1) * (1.0 / math.sqrt(dh))  # [n,H,D] = W_k,h^T W_q,h q / sqrt(dh)
+        logits = torch.bmm(qk, chunks.transpose(1, 2)).view(n, H, k, C)
+        attn = torch.softmax(logits, dim=-1) * weights.reshape(n, 1, k, 1)  # in-chunk softmax x chunk weight
+        ctx = torch.bmm(attn.view(n, H, k * C), chunks)  # [n,H,D]: chunk-weighted sum before projecting values
+        vals = torch.bmm(ctx.transpose(0, 1), self.v.weight.view(H, dh, D).transpose(1, 2))  # [H,n,dh]
+        return self.o(vals.transpose(0, 1).reshape(B, Q, Fd))
 
 
 @MEMORIES.register("hcam")
@@ -192,11 +220,11 @@ class HCAM(Memory):
             active = torch.ones(B, dtype=torch.bool, device=x.device)
         rows = torch.arange(B, device=x.device)
         n = self.n_acc
-        cur = self.acc[rows, n.clamp(max=C - 1)]
-        self.acc[rows, n.clamp(max=C - 1)] = torch.where(active[:, None], x, cur)
-        completes = active & (n + 1 == C)
-        done = completes.nonzero().flatten()
-        if done.numel():
+        pos = n.clamp(max=C - 1)
+        self.acc[rows, pos] = torch.where(active[:, None], x.to(self.acc.dtype), self.acc[rows, pos])
+        completes = active & (n == C - 1)
+        if bool(completes.any()):
+            done = completes.nonzero().flatten()
             slot = self.n_chunks[done] % M
             chunk = self.acc[done]
             self.contents[done, slot] = chunk
@@ -216,8 +244,8 @@ class HCAM(Memory):
         q = query[:, None] if squeeze else query
         r = self.attention(q, self.keys, self.contents, self.chunk_valid)
         tr = dict(r.trace)
-        bidx = torch.arange(q.shape[0], device=q.device)[:, None, None]
-        tr["chunk_start_t"] = self.chunk_t[bidx, tr["indices"]]
+        idx = tr["indices"]
+        tr["chunk_start_t"] = self.chunk_t.gather(1, idx.reshape(idx.shape[0], -1)).view_as(idx)
         tr["occupancy"] = self.chunk_valid.sum(1)
         out = r.output[:, 0] if squeeze else r.output
         if squeeze:

@@ -38,7 +38,6 @@ from torch import Tensor
 from embodied.memory import MEMORIES
 from embodied.memory.base import Memory, ReadResult, as_keep_index
 
-
 _TABLE = ("vkeys", "counts", "votes", "feats")
 _DELTA_MAX = 1 << 16  # keys in the small sorted index before it is merged into the large one
 
@@ -157,7 +156,7 @@ class VoxelMap(Memory):
         for name in _TABLE:  # snapshots: the store is updated in place by later writes
             destination[prefix + name] = destination[prefix + name].clone()
 
-    def _apply(self, fn: Any, recurse: bool = True) -> "VoxelMap":
+    def _apply(self, fn: Any, recurse: bool = True) -> VoxelMap:
         self._sync()
         for name in _TABLE:  # detach the public table from the store before moving it
             self._buffers[name] = self._buffers[name].clone()

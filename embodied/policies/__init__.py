@@ -16,11 +16,11 @@ from typing import Any
 from embodied.policies.base import ObsBatch, Policy, batch_size
 from embodied.policies.baselines import EXPERT_KEY, ExpertPolicy, RandomPolicy
 from embodied.policies.hcam_agent import HCAMAgentPolicy
+from embodied.policies.janus_vln import JanusVLNPolicy
 from embodied.policies.map_agent import MapAgentPolicy
+from embodied.policies.memory_vla import MemoryVLAPolicy
 from embodied.policies.pretrained import CONFIG_NAME, PolicyConfig, PretrainedPolicy
 from embodied.policies.recurrent import GRUPolicy, MemorylessPolicy
-from embodied.policies.memory_vla import MemoryVLAPolicy
-from embodied.policies.janus_vln import JanusVLNPolicy
 from embodied.registry import Registry
 
 POLICIES: Registry[Policy] = Registry("policy")

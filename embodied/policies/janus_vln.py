@@ -12,9 +12,9 @@ Each goes through a frame-streaming attention encoder whose per-layer KV caches 
 two token sets are fused additively, `S + lambda * MLP(G)` with lambda = 0.2, and a `transformers` causal
 LM (a tiny random Llama by default, or `backbone=<local path>`) reads `[bos; instruction; fused tokens]`
 (2x2 neighbouring patches merged into one LLM token, as JanusVLN's merger does);
-a linear head on the last position's hidden state, plus a linear skip path from the fused frame
-tokens (the tiny LM alone learns slowly from scratch; see the comment at `head`), scores STOP / FORWARD / LEFT / RIGHT (a classifier
-head instead of JanusVLN's generated action words: one forward pass per step, no decoding).
+a linear head on the last position's hidden state concatenated with the fused frame tokens (a skip
+path: the tiny LM alone learns slowly from scratch; see the comment at `head`) scores STOP / FORWARD /
+LEFT / RIGHT (a classifier head instead of JanusVLN's generated action words: one forward pass per step, no decoding).
 
 **Streaming vs window.** `act` encodes one frame per step through the caches. `loss` computes a whole
 episode window in one pass with the same weights: every frame's tokens attend to the tokens of the
