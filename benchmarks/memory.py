@@ -1,11 +1,13 @@
 """Per-step read+write latency and peak memory of each memory against episode length.
 
-Usage: python benchmarks/memory.py [--lengths 256 1024 4096 16384] [--steps 20] [--quick]
+Usage: python benchmarks/memory.py [--lengths 256 1024 4096 16384] [--steps 20] [--repeat 3] [--kinds ...]
 
 Every (memory, length) configuration runs in its own subprocess; peak memory is the subprocess's
 `resource.getrusage(RUSAGE_SELF).ru_maxrss` minus its RSS before the memory was built and filled
 (platform.md: tracemalloc does not see torch allocations). Latency is the median over `--steps` timed
-streaming steps (one read + one write, batch 1, no grad) after filling the memory to the given length.
+streaming steps (one read + one write, batch 1, no grad) after filling the memory to the given length;
+with `--repeat R` every configuration runs in R fresh subprocesses and the table shows the median of the R
+medians (and of the R peaks), which is what a loaded shared machine needs.
 
 HCAM shapes match platform.md's htm-pytorch measurement: dim 512, 8 heads, top-k 2, chunk 32, one query
 per step; `full_attention` is multi-head attention of the step over all cached (projected) history keys and
@@ -153,6 +155,7 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="*", default=KINDS)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)  # 2 threads collapse on a loaded 2-core box
+    ap.add_argument("--repeat", type=int, default=1, help="fresh subprocesses per configuration (median)")
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -168,13 +171,22 @@ def main() -> None:
                 lens = [length]
             for n in lens:
                 cmd = [sys.executable, __file__, "--one", kind, str(n), "--steps", str(a.steps)]
-                out = subprocess.run(
-                    [*cmd, "--threads", str(a.threads)],
-                    capture_output=True, text=True, check=True,
-                )  # fmt: skip
-                r = json.loads(out.stdout.strip().splitlines()[-1])
+                runs = []
+                for _ in range(a.repeat):
+                    out = subprocess.run(
+                        [*cmd, "--threads", str(a.threads)],
+                        capture_output=True, text=True, check=True,
+                    )  # fmt: skip
+                    runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                r = {
+                    "kind": kind, "length": n,
+                    "ms": statistics.median(x["ms"] for x in runs),
+                    "peak_mb": statistics.median(x["peak_mb"] for x in runs),
+                    "all_ms": [round(x["ms"], 3) for x in runs],
+                }  # fmt: skip
                 rows.append(r)
-                print(f"{kind:15s} {n:6d} steps  {r['ms']:8.3f} ms/step  peak +{r['peak_mb']:7.1f} MB", flush=True)
+                print(f"{kind:15s} {n:6d} steps  {r['ms']:8.3f} ms/step  peak +{r['peak_mb']:7.1f} MB  "
+                      f"runs {r['all_ms']}", flush=True)  # fmt: skip
     by = {(r["kind"], r["length"]): r for r in rows}
     print("\n| memory | " + " | ".join(f"{n} steps" for n in a.lengths) + " |")
     print("|---|" + "---|" * len(a.lengths))

@@ -1,5 +1,6 @@
 """Navigation environment speed: steps/s for one env and an AsyncVectorEnv of 2, and the
-wrapper overhead against the raw backend (apply_action + render).
+wrapper overhead against the raw backend (apply_action + render), measured in alternating
+blocks so that load from other processes affects both figures alike.
 
     python benchmarks/nav_env.py [--backend mujoco|habitat] [--python /path/to/python] [--steps 600]
 """
@@ -21,31 +22,28 @@ def backend_spec(args: argparse.Namespace) -> dict:
     return {"name": args.backend, "python": args.python}
 
 
-def raw_backend(args: argparse.Namespace, semantic: bool) -> float:
-    env = embodied.envs.make("pointnav", resolution=args.resolution, semantic=semantic, backend=backend_spec(args))
+def raw_and_env(args: argparse.Namespace, semantic: bool, block: int = 50) -> tuple[float, float]:
+    """Steps/s of the raw backend (apply_action + render) and of the full env step, measured
+    in alternating blocks on the same env and scene so that machine-load drift hits both
+    alike; each figure is the median over the blocks."""
+    env = embodied.envs.make("pointnav", resolution=args.resolution, semantic=semantic, backend=backend_spec(args),
+                             max_episode_steps=10**9)
     env.reset(seed=0)
     backend = env.unwrapped.backend  # the env's own backend, scene already loaded
     rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        backend.apply_action(int(rng.choice(MOVES)))
-        backend.render()
-    rate = args.steps / (time.perf_counter() - start)
+    raw_rates, env_rates = [], []
+    for _ in range(max(1, args.steps // (2 * block))):
+        start = time.perf_counter()
+        for _ in range(block):
+            backend.apply_action(int(rng.choice(MOVES)))
+            backend.render()
+        raw_rates.append(block / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for _ in range(block):
+            env.step(int(rng.choice(MOVES)))
+        env_rates.append(block / (time.perf_counter() - start))
     env.close()
-    return rate
-
-
-def single_env(args: argparse.Namespace, semantic: bool) -> float:
-    env = embodied.envs.make("pointnav", resolution=args.resolution, semantic=semantic, backend=backend_spec(args),
-                             max_episode_steps=10_000)
-    env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        env.step(int(rng.choice(MOVES)))
-    rate = args.steps / (time.perf_counter() - start)
-    env.close()
-    return rate
+    return float(np.median(raw_rates)), float(np.median(env_rates))
 
 
 def vector_env(args: argparse.Namespace, semantic: bool, n: int = 2) -> float:
@@ -75,8 +73,7 @@ def main() -> None:
     print(f"backend={args.backend} {where}, {args.resolution}x{args.resolution}, {args.steps} steps per figure")
     print(f"{'sensors':<22}{'raw backend':>14}{'env (1)':>12}{'overhead':>10}{'async env (2)':>16}")
     for name, semantic in (("RGB-D", False), ("RGB-D + semantic", True)):
-        raw = raw_backend(args, semantic)
-        one = single_env(args, semantic)
+        raw, one = raw_and_env(args, semantic)
         two = vector_env(args, semantic)
         overhead = raw / one - 1.0
         print(f"{name:<22}{raw:>11.0f}/s{one:>9.0f}/s{overhead:>9.1%}{two:>13.0f}/s")

@@ -61,3 +61,33 @@ def test_episode_metrics_bundle() -> None:
                                reference_path=ref)
     assert failed["success"] == 0.0 and failed["spl"] == 0.0 and failed["sdtw"] == 0.0
     assert failed["oracle_success"] == 1.0
+
+
+def test_vectorised_dtw_matches_the_textbook_recurrence() -> None:
+    rng = np.random.default_rng(0)
+    q, r = rng.normal(size=(9, 3)), rng.normal(size=(6, 3))
+    acc = np.full((10, 7), np.inf)
+    acc[0, 0] = 0.0
+    for i in range(1, 10):
+        for j in range(1, 7):
+            acc[i, j] = np.linalg.norm(q[i - 1] - r[j - 1]) + min(acc[i - 1, j], acc[i, j - 1], acc[i - 1, j - 1])
+    assert M.dtw(q, r) == pytest.approx(acc[-1, -1])
+
+
+@pytest.mark.parametrize("with_reference", [False, True])
+def test_running_metrics_equal_the_pure_functions(with_reference: bool) -> None:
+    rng = np.random.default_rng(1)
+    steps = rng.choice([0.0, 0.25], size=(40, 1)) * rng.normal(size=(40, 3))  # includes standing still
+    positions = np.cumsum(np.vstack([np.zeros((1, 3)), steps]), axis=0)
+    goal = np.array([2.0, 1.0, 0.0])
+    distances = [float(np.linalg.norm(p - goal)) for p in positions]
+    reference = positions[::3] + 0.1 if with_reference else None
+    running = M.RunningMetrics(positions[0], distances[0], 1.0, reference)
+    for p, d in zip(positions[1:], distances[1:]):
+        running.add(p, d)
+    for stop in (False, True):
+        expected = M.episode_metrics(positions, distances, stop, distances[0], 1.0, reference)
+        got = running.result(stop)
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert got[key] == pytest.approx(expected[key]), key

@@ -29,14 +29,16 @@ def replay_actions(policy: Any, episode: Episode) -> np.ndarray:
     return np.asarray([policy.act({k: v[t : t + 1] for k, v in episode.obs.items()})[0] for t in range(len(episode))])
 
 
-def train(policy: Any, batch: dict[str, Any], steps: int, lr: float) -> tuple[float, float]:
+def train(policy: Any, batch: dict[str, Any], steps: int, lr: float, warmup: int = 0) -> tuple[float, float]:
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / max(warmup, 1)))
     first = last = None
     for _ in range(steps):
         loss = policy.loss(batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        sched.step()
         first = loss.item() if first is None else first
         last = loss.item()
     return first, last
@@ -161,17 +163,17 @@ def build_vla(libero_data, **kw: Any) -> Any:
     policy = embodied.policies.make("memory_vla", observation_space=obs_space, action_space=act_space,
                                     texts=[str(episodes[0].obs["instruction"][0])], retrieval_layers=1, **kw)
     policy.set_normalization(normalization_stats(episodes, ["state"]))
+    actions = np.concatenate([e.actions for e in episodes])
+    policy.set_action_stats(actions.min(0), actions.max(0))
     return policy
 
 
-@pytest.mark.xfail(reason="measured: loss falls below 0.3x its start, but after 150 Adam steps only 41% of "
-                          "the 32 replayed steps are within L-inf 0.1 of the expert (needs more steps than a "
-                          "CPU unit test affords, or tuning)", strict=False)
 def test_memory_vla_overfits_expert_windows(libero_data) -> None:
     torch.manual_seed(0)
-    policy = build_vla(libero_data)
+    # x0 ("sample") prediction on min-max normalised actions, 4 deterministic DDIM steps at act time
+    policy = build_vla(libero_data, diffusion_repeats=2, sample_steps=4)
     episodes = libero_data[2]
-    first, last = train(policy, episode_windows(episodes), steps=150, lr=2e-3)
+    first, last = train(policy, episode_windows(episodes), steps=80, lr=1e-2, warmup=10)
     assert last < 0.3 * first, (first, last)
     err = np.concatenate([np.abs(replay_actions(policy, ep) - ep.actions).max(-1) for ep in episodes])
     assert (err < 0.1).mean() >= 0.9, (err < 0.1).mean()

@@ -126,6 +126,36 @@ class Memory(nn.Module):
             setattr(self, name, buf.index_select(self._state_dim[name], idx))
         self._batch_size = int(idx.numel())
 
+    @torch.no_grad()
+    def resize(self, batch_size: int) -> None:
+        """Give the memory `batch_size` empty environment rows (all rows cleared, weights untouched).
+
+        `prune` can only select existing rows; a rollout with a different number of environments (or a
+        training window of B episodes) needs new rows. Every registered state tensor is re-allocated with
+        `batch_size` rows along its env axis, filled with its reset value, so the memory then equals a
+        freshly built one of that batch size with the same weights.
+
+        A memory that keeps per-environment state outside registered state tensors (it overrides `prune`
+        and `reset`) is resized through those: its rows are index-selected to the new count, then all are
+        reset. Such a memory can only grow from at least one row.
+        """
+        n = int(batch_size)
+        if n < 0:
+            raise ValueError(f"batch_size must be >= 0, got {n}")
+        if type(self).prune is Memory.prune and type(self).reset is Memory.reset:
+            for name, fill in self._state_fill.items():
+                buf: Tensor = getattr(self, name)
+                shape = list(buf.shape)
+                shape[self._state_dim[name]] = n
+                setattr(self, name, torch.full(shape, fill, dtype=buf.dtype, device=buf.device))
+            self._batch_size = n
+            return
+        if n and not self.batch_size:
+            raise ValueError(f"{type(self).__name__} keeps custom state and has no row to grow from")
+        self.prune(torch.zeros(n, dtype=torch.long, device=self.device))
+        self.reset()
+        self._batch_size = n
+
     def detach_(self) -> None:
         """Cut the autograd graph through every state tensor (truncation point for `detach_writes=False`)."""
         for name in self._state_fill:

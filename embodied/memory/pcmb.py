@@ -63,6 +63,32 @@ class CrossBlock(nn.Module):
         x = self.ln1(q + self.o((att @ vh).transpose(1, 2).reshape(B, N, D)))
         return self.ln2(x + self.ffn(x)), att.mean(1)
 
+    def forward_bank(self, q: Tensor, mem: Tensor, pe: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Same result as `forward(q, key=mem + pe per entry, value=mem, mask)` without projecting the bank.
+
+        q [B,N,D], mem [B,L,Nm,D] (entries x tokens), pe [B,L,D] (added to the keys of every token of an
+        entry), mask [B,L*Nm]. Logits use (W_k,h^T W_q,h q) . key (the key bias adds a per-query constant,
+        which softmax ignores); values are projected after the attention-weighted sum (W_v (sum a m) + b_v,
+        exact since the weights of a row with any valid entry sum to 1; fully masked rows are discarded by
+        the caller). Chosen when it needs fewer multiply-adds than projecting the L*Nm bank tokens."""
+        B, N, D = q.shape
+        L, Nm = mem.shape[1], mem.shape[2]
+        H, dh = self.heads, D // self.heads
+        S = L * Nm
+        if 2 * N * D * D + 2 * H * N * S * D >= 2 * S * D * D + 2 * N * S * D:  # bank-side is cheaper
+            key = (mem + pe[:, :, None]).reshape(B, S, D)
+            return self.forward(q, key, mem.reshape(B, S, D), mask)
+        flat = mem.reshape(B, S, D)
+        qh = self.q(q).view(B, N, H, dh).transpose(1, 2)  # [B,H,N,dh]
+        qk = torch.matmul(qh, self.k.weight.view(H, dh, D)) * (1.0 / math.sqrt(dh))  # [B,H,N,D]
+        logits = torch.matmul(qk, flat[:, None].transpose(-1, -2)).view(B, H, N, L, Nm)
+        logits = (logits + torch.matmul(qk, pe[:, None].transpose(-1, -2))[..., None]).view(B, H, N, S)
+        att = masked_softmax(logits, mask[:, None, None, :])
+        ctx = torch.matmul(att, flat[:, None])  # [B,H,N,D]
+        vh = torch.matmul(ctx, self.v.weight.view(H, dh, D).transpose(1, 2)) + self.v.bias.view(H, 1, dh)
+        x = self.ln1(q + self.o(vh.transpose(1, 2).reshape(B, N, D)))
+        return self.ln2(x + self.ffn(x)), att.mean(1)
+
 
 class BankReader(nn.Module):
     """Retrieval blocks + timestep encoder + gate fusion for one bank."""
@@ -80,13 +106,11 @@ class BankReader(nn.Module):
     def forward(self, x: Tensor, mem: Tensor, mem_t: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x [B,N,D], mem [B,L,N,D], mem_t [B,L], valid [B,L] -> fused [B,N,D], retrieved, attn [B,N,L*N]."""
         B, L, N, D = mem.shape
-        pe = self.t_mlp(timestep_sinusoid(mem_t, self.freq_dim))[:, :, None].expand(B, L, N, D)
-        value = mem.reshape(B, L * N, D)
-        key = value + pe.reshape(B, L * N, D)
+        pe = self.t_mlp(timestep_sinusoid(mem_t, self.freq_dim))  # [B,L,D], added to keys only
         tok_valid = valid[:, :, None].expand(B, L, N).reshape(B, L * N)
-        h, att = x, x.new_zeros(B, N, L * N)
+        h, att = x, x.new_zeros(B, x.shape[1], L * N)
         for blk in self.blocks:
-            h, att = blk(h, key, value, tok_valid)
+            h, att = blk.forward_bank(h, mem, pe, tok_valid)
         empty = ~valid.any(1)
         h = torch.where(empty[:, None, None], x, h)
         if self.fusion == "gate":
@@ -101,6 +125,9 @@ def _consolidate(mem: Tensor, mem_t: Tensor, full: Tensor, rule: str) -> tuple[T
     """Reduce rows with L+1 entries (full [B]) to L entries. Returns mem, mem_t, index [B], similarity [B]."""
     B, L1 = mem.shape[:2]
     L = L1 - 1
+    none = torch.full((B,), -1, dtype=torch.long, device=mem.device)
+    if not bool(full.any()):  # nothing to consolidate this step
+        return mem, mem_t, none, torch.zeros(B, device=mem.device)
     j = torch.arange(L, device=mem.device)
     if rule == "merge":
         a, b = mem[:, :-1], mem[:, 1:]
@@ -120,6 +147,8 @@ def _consolidate(mem: Tensor, mem_t: Tensor, full: Tensor, rule: str) -> tuple[T
         new[rows, i] = merged  # merged entry keeps the first timestep
     new[:, L] = 0
     new_t[:, L] = -1
+    if bool(full.all()):
+        return new, new_t, i, best
     keep = full.view(B, *([1] * (mem.dim() - 1)))
     return (
         torch.where(keep, new, mem),

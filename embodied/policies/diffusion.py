@@ -3,8 +3,9 @@
 MemoryVLA's action expert (CogACT-style) is a DiT whose sequence is one condition token
 (diffusion-time embedding + a projection of the cognitive token) followed by H action tokens
 with a learned position embedding; every block runs self-attention, a cross-attention to the
-perceptual tokens and an MLP (pre-LN). It is trained with epsilon-prediction MSE under a
-`squaredcos_cap_v2` (cosine) schedule and sampled with a few deterministic DDIM steps.
+perceptual tokens and an MLP (pre-LN). It is trained with an MSE under a `squaredcos_cap_v2`
+(cosine) schedule, regressing the noise (epsilon, MemoryVLA/CogACT), the clean chunk ("sample",
+Diffusion Policy's choice in LeRobot) or the velocity, and sampled with a few deterministic DDIM steps.
 
 Sampling is deterministic given the initial noise: the caller passes the noise (drawn from a
 seeded generator), so a rollout can be reproduced exactly and rows do not share RNG state.
@@ -81,11 +82,15 @@ class ActionDiT(nn.Module):
 class DDIM(nn.Module):
     """Cosine-schedule forward process and a deterministic (eta = 0) DDIM sampler."""
 
-    def __init__(self, train_steps: int = 100, sample_steps: int = 10) -> None:
+    PREDICTIONS = ("epsilon", "sample", "v_prediction")
+
+    def __init__(self, train_steps: int = 100, sample_steps: int = 10, prediction: str = "epsilon") -> None:
         super().__init__()
         if not 1 <= sample_steps <= train_steps:
             raise ValueError(f"need 1 <= sample_steps <= train_steps, got {sample_steps}, {train_steps}")
-        self.train_steps, self.sample_steps = train_steps, sample_steps
+        if prediction not in self.PREDICTIONS:
+            raise ValueError(f"prediction must be one of {self.PREDICTIONS}, got {prediction!r}")
+        self.train_steps, self.sample_steps, self.prediction = train_steps, sample_steps, prediction
         # Not persistent: a function of the config, so it never needs to be in a checkpoint.
         self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(train_steps), persistent=False)
 
@@ -93,22 +98,41 @@ class DDIM(nn.Module):
         ab = self.alphas_cumprod[k].view(-1, *([1] * (x0.dim() - 1)))
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
+    def target(self, x0: Tensor, noise: Tensor, k: Tensor) -> Tensor:
+        """What the model regresses (diffusers' `prediction_type`): the noise ("epsilon"), the clean
+        sample ("sample", x0) or the velocity sqrt(ab) * noise - sqrt(1 - ab) * x0 ("v_prediction")."""
+        if self.prediction == "epsilon":
+            return noise
+        if self.prediction == "sample":
+            return x0
+        ab = self.alphas_cumprod[k].view(-1, *([1] * (x0.dim() - 1)))
+        return ab.sqrt() * noise - (1 - ab).sqrt() * x0
+
+    def to_x0_eps(self, out: Tensor, x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """The model's output at noisy `x` and step `k` -> (x0, noise) estimates."""
+        ab = self.alphas_cumprod[k]
+        if self.prediction == "epsilon":
+            return (x - (1 - ab).sqrt() * out) / ab.sqrt(), out
+        if self.prediction == "sample":
+            return out, (x - ab.sqrt() * out) / (1 - ab).sqrt()
+        x0 = ab.sqrt() * x - (1 - ab).sqrt() * out
+        return x0, (1 - ab).sqrt() * x + ab.sqrt() * out
+
     def timesteps(self) -> list[int]:
         """Evenly spaced steps from the noisiest down to 0 ("leading" spacing, as diffusers)."""
         ratio = self.train_steps // self.sample_steps
         return [i * ratio for i in reversed(range(self.sample_steps))]
 
     @torch.no_grad()
-    def sample(self, eps_fn: Callable[[Tensor, Tensor], Tensor], noise: Tensor, clip: float = 1.0) -> Tensor:
-        """Run DDIM from `noise`; `eps_fn(x, k[B])` predicts the noise. x0 is clipped to the
-        action range at every step (actions are in [-1, 1])."""
+    def sample(self, model_fn: Callable[[Tensor, Tensor], Tensor], noise: Tensor, clip: float = 1.0) -> Tensor:
+        """Run DDIM from `noise`; `model_fn(x, k[B])` predicts `self.prediction` (the noise by
+        default). x0 is clipped to the action range at every step (actions are in [-1, 1])."""
         x = noise
         steps = self.timesteps()
         for i, k in enumerate(steps):
             kk = torch.full((len(x),), k, dtype=torch.long, device=x.device)
-            eps = eps_fn(x, kk)
             ab = self.alphas_cumprod[k]
-            x0 = ((x - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-clip, clip)
+            x0 = self.to_x0_eps(model_fn(x, kk), x, k)[0].clamp(-clip, clip)
             eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()  # consistent with the clipped x0
             ab_prev = self.alphas_cumprod[steps[i + 1]] if i + 1 < len(steps) else x.new_tensor(1.0)
             x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps

@@ -38,20 +38,6 @@ class HCAMAgentConfig(PolicyConfig):
     mlp_ratio: int = 2
 
 
-def _resize_memory(memory: Memory, batch_size: int) -> None:
-    """Re-allocate every per-environment state tensor of `memory` with `batch_size` empty rows.
-
-    `Memory.prune` can only select existing rows; here the row count may grow (a new vector
-    env) or start from zero, so the state is rebuilt from each tensor's fill value."""
-    for name, fill in memory._state_fill.items():
-        buf = getattr(memory, name)
-        d = memory._state_dim[name]
-        shape = list(buf.shape)
-        shape[d] = batch_size
-        setattr(memory, name, torch.full(shape, fill, dtype=buf.dtype, device=buf.device))
-    memory._batch_size = int(batch_size)
-
-
 class HCAMAgentPolicy(PretrainedPolicy):
     """Encoder -> `layers` x HCAMLayer -> LayerNorm -> action head (+ a value head for RL)."""
 
@@ -107,24 +93,21 @@ class HCAMAgentPolicy(PretrainedPolicy):
     def _scratch_memories(self, batch_size: int) -> Iterator[None]:
         """Run a training window on fresh memories of `batch_size` rows, then put back the
         rollout memories (a loss computed mid-rollout must not disturb acting)."""
-        saved = [{n: getattr(m, n) for n in m.state_names()} | {"_batch_size": m._batch_size}
-                 for m in self.memories()]
+        saved = [m.memory_state() for m in self.memories()]
         try:
             for m in self.memories():
-                _resize_memory(m, batch_size)
+                m.resize(batch_size)
             yield
         finally:
             for m, s in zip(self.memories(), saved):
-                for n in m.state_names():
-                    setattr(m, n, s[n])
-                m._batch_size = s["_batch_size"]
+                m.load_state_dict(s, strict=False)
 
     # ------------------------------------------------------------------ Policy protocol
     def reset(self, mask: np.ndarray) -> None:
         mask_t = torch.as_tensor(np.asarray(mask, dtype=bool), device=self.device())
         if self._rows != len(mask_t):
             for m in self.memories():
-                _resize_memory(m, len(mask_t))
+                m.resize(len(mask_t))
             self._rows = len(mask_t)
         else:
             for m in self.memories():

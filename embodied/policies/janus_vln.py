@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from embodied.memory.dual_kv import DualKV, StreamingEncoder
 from embodied.policies.encoders import to_tensors
-from embodied.policies.memory_vla import LanguageBackbone, keep_rows, resize_memory, text_key, vector_encoder
+from embodied.policies.memory_vla import LanguageBackbone, keep_rows, text_key, vector_encoder
 from embodied.policies.pretrained import PolicyConfig, PretrainedPolicy
 
 
@@ -202,7 +202,7 @@ class JanusVLNPolicy(PretrainedPolicy):
     def reset(self, mask: np.ndarray) -> None:
         mask_t = torch.as_tensor(np.asarray(mask, dtype=bool), device=self.device())
         if self.memory.batch_size != len(mask_t):
-            resize_memory(self.memory, len(mask_t))
+            self.memory.resize(len(mask_t))
         else:
             self.memory.reset(mask_t)
 

@@ -20,8 +20,9 @@ Per environment step:
 
 `act` keeps one action-chunk queue per row and pops one action per step; `reset(mask)` clears the rows'
 queues, step counters and memory rows; `on_envs_pause` drops them. `loss(batch)` is the diffusion
-(epsilon-prediction MSE) loss on the action chunks that start at every unmasked step of the windows; the
-bank is scanned over the window from an empty state, exactly as in a rollout. Not reproduced: classifier-
+loss (MSE on the clean chunk by default, `prediction="sample"`; or on the noise / velocity) on the
+action chunks (normalised to [-1, 1] with `set_action_stats`) that start at every unmasked step of the
+windows; the bank is scanned over the window from an empty state, exactly as in a rollout. Not reproduced: classifier-
 free guidance (the paper drops the cognitive token with p = 0.1 and samples with CFG 1.5).
 """
 
@@ -37,7 +38,6 @@ import torch
 from torch import Tensor, nn
 
 from embodied.memory.base import Memory
-from embodied.memory.dual_kv import DualKV
 from embodied.memory.pcmb import PCMB
 from embodied.policies.diffusion import DDIM, ActionDiT
 from embodied.policies.encoders import PAD, KeySpec, ObservationEncoder, WordTokenizer, to_tensors
@@ -121,35 +121,16 @@ def text_key(spec: dict[str, KeySpec]) -> str | None:
     return next((k for k, s in spec.items() if s.kind == "text"), None)
 
 
-def resize_memory(mem: Memory, batch: int) -> None:
-    """Give a memory fresh, empty state for `batch` environments (the Memory API only resets and
-    prunes rows; a rollout with a new number of environments needs new rows)."""
-    if isinstance(mem, DualKV):
-        mem._batch_size = batch
-        mem.caches = {"semantic": mem._new_cache(), "spatial": mem._new_cache()}
-        return
-    for name, fill in mem._state_fill.items():
-        buf: Tensor = getattr(mem, name)
-        shape = list(buf.shape)
-        shape[mem._state_dim[name]] = batch
-        setattr(mem, name, torch.full(shape, fill, dtype=buf.dtype, device=buf.device))
-    mem._batch_size = batch
-
-
 @contextlib.contextmanager
 def scratch_memory(mem: Memory, batch: int) -> Iterator[None]:
     """Run a training window on an empty memory of `batch` rows and give the rollout state back after:
     `loss` may be called between `act` calls (online fine-tuning) without clobbering the episode state."""
-    saved = (mem._batch_size, {n: getattr(mem, n) for n in mem._state_fill}, getattr(mem, "caches", None))
-    resize_memory(mem, batch)
+    saved = mem.memory_state()
+    mem.resize(batch)
     try:
         yield
     finally:
-        mem._batch_size = saved[0]
-        for name, value in saved[1].items():
-            setattr(mem, name, value)
-        if saved[2] is not None:
-            mem.caches = saved[2]
+        mem.load_state_dict(saved, strict=False)
 
 
 def keep_rows(n: int, idx: Sequence[int]) -> list[int]:
@@ -174,6 +155,7 @@ class MemoryVLAConfig(PolicyConfig):
     dit_heads: int = 4
     train_steps: int = 100
     sample_steps: int = 10
+    prediction: str = "sample"  # what the DiT regresses: "sample" (x0), "epsilon" or "v_prediction"
     diffusion_repeats: int = 4  # each chunk is trained under this many noise levels per batch
     capacity: int = 16  # L
     retrieval_layers: int = 2
@@ -248,11 +230,39 @@ class MemoryVLAPolicy(PretrainedPolicy):
                            fusion=config.fusion)
         self.dit = ActionDiT(config.action_dim, config.chunk, config.dim, hidden, config.dim,
                              config.dit_layers, config.dit_heads)
-        self.ddim = DDIM(config.train_steps, config.sample_steps)
+        self.ddim = DDIM(config.train_steps, config.sample_steps, config.prediction)
+        # Action normalisation to [-1, 1] per dimension (LeRobot's MIN_MAX for actions); buffers, so they
+        # are saved with the weights. The identity until `set_action_stats` is given the data's range.
+        self.register_buffer("action_low", -torch.ones(config.action_dim))
+        self.register_buffer("action_high", torch.ones(config.action_dim))
         # Rollout state, one row per active environment (not parameters, not saved).
         self.queue: Tensor | None = None  # [n, H, A] the current chunk
         self.queue_pos: Tensor | None = None  # [n] next action in the chunk (H: empty)
         self.steps: Tensor | None = None  # [n] episode step
+
+    # ------------------------------------------------------------------ action normalisation
+    def set_action_stats(self, low: np.ndarray, high: np.ndarray) -> None:
+        """Per-dimension range of the training actions (e.g. `actions.min(0)`, `actions.max(0)`): the DiT
+        then works on actions mapped to [-1, 1]; a constant dimension maps to 0 and back exactly."""
+        low_t = torch.as_tensor(np.asarray(low, dtype=np.float32).reshape(-1), device=self.action_low.device)
+        high_t = torch.as_tensor(np.asarray(high, dtype=np.float32).reshape(-1), device=self.action_low.device)
+        shape = self.action_low.shape
+        if low_t.shape != shape or high_t.shape != shape or bool((high_t < low_t).any()):
+            raise ValueError(f"need low <= high, each of shape {tuple(self.action_low.shape)}")
+        self.action_low.copy_(low_t)
+        self.action_high.copy_(high_t)
+
+    def _action_scale(self) -> tuple[Tensor, Tensor]:
+        center = (self.action_high + self.action_low) / 2
+        return center, (self.action_high - self.action_low) / 2
+
+    def normalize_actions(self, actions: Tensor) -> Tensor:
+        center, half = self._action_scale()
+        return torch.where(half > 1e-6, (actions - center) / half.clamp(min=1e-6), torch.zeros_like(actions))
+
+    def unnormalize_actions(self, actions: Tensor) -> Tensor:
+        center, half = self._action_scale()
+        return center + actions * half
 
     # ------------------------------------------------------------------ perception
     def _tensors(self, obs: dict[str, Any]) -> dict[str, Tensor]:
@@ -289,7 +299,7 @@ class MemoryVLAPolicy(PretrainedPolicy):
             self.queue = torch.zeros(n, self.config.chunk, self.config.action_dim, device=self.device())
             self.queue_pos = torch.full((n,), self.config.chunk, dtype=torch.long, device=self.device())
             self.steps = torch.zeros(n, dtype=torch.long, device=self.device())
-            resize_memory(self.memory, n)
+            self.memory.resize(n)
             return
         assert self.queue_pos is not None and self.steps is not None
         self.queue_pos[mask_t] = self.config.chunk
@@ -317,7 +327,8 @@ class MemoryVLAPolicy(PretrainedPolicy):
         if need.numel():
             noise = torch.stack([self.chunk_noise(int(self.steps[i])) for i in need]).to(per.device)
             fp, fc = fused_p[need], fused_c[need]
-            self.queue[need] = self.ddim.sample(lambda x, k: self.dit(x, k, fc, fp), noise)
+            chunk = self.ddim.sample(lambda x, k: self.dit(x, k, fc, fp), noise)
+            self.queue[need] = self.unnormalize_actions(chunk)
             self.queue_pos[need] = 0
         action = self.queue[torch.arange(n, device=per.device), self.queue_pos]
         self.queue_pos += 1
@@ -345,7 +356,7 @@ class MemoryVLAPolicy(PretrainedPolicy):
         idx = torch.arange(t, device=device)[:, None] + torch.arange(h, device=device)[None]  # [T, H]
         inside = idx < t
         idx = idx.clamp(max=t - 1)
-        chunks = actions[:, idx]  # [B, T, H, A]
+        chunks = self.normalize_actions(actions)[:, idx]  # [B, T, H, A] in [-1, 1]
         chunk_mask = mask[:, idx] & inside & mask[:, :, None]  # [B, T, H]
         sel = mask.flatten()
         x0 = chunks.flatten(0, 1)[sel]
@@ -356,5 +367,5 @@ class MemoryVLAPolicy(PretrainedPolicy):
         k = torch.randint(0, self.config.train_steps, (len(x0),), device=device)
         noise = torch.randn_like(x0)
         pred = self.dit(self.ddim.add_noise(x0, noise, k), k, fc, fp)
-        err = ((pred - noise) ** 2).mean(-1)
+        err = ((pred - self.ddim.target(x0, noise, k)) ** 2).mean(-1)
         return (err * cm).sum() / cm.sum().clamp(min=1)

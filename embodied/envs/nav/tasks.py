@@ -188,15 +188,14 @@ class NavEnv(gym.Env):
         self.phase = PHASE_TASK
         pose = self.backend.get_agent_pose()
         self.task_start = pose.position.copy()
-        self.positions = [pose.position.copy()]
-        self.distances = [self.distance_to_goal(pose.position)]
-        self.shortest = self.distances[0]
+        self.running = M.RunningMetrics(pose.position, self.distance_to_goal(pose.position),
+                                        self.success_distance, self.reference_path())
 
     def step(self, action: Any):
         if self.episode is None:
             raise RuntimeError("call reset() before step()")
         action = int(action)
-        if not self.action_space.contains(action):
+        if not 0 <= action < len(Action):
             raise ValueError(f"action must be in 0..{self.action_space.n - 1} (STOP, MOVE_FORWARD, "
                              f"TURN_LEFT, TURN_RIGHT), got {action}")
         self.steps += 1
@@ -207,9 +206,8 @@ class NavEnv(gym.Env):
         else:
             outcome = self.backend.apply_action(action)
             self.collisions += int(outcome.collided)
-            pos = self.backend.get_agent_pose().position.copy()
-            self.positions.append(pos)
-            self.distances.append(self.distance_to_goal(pos))
+            pos = self.backend.get_agent_pose().position
+            self.running.add(pos, self.distance_to_goal(pos))
         terminated = self.called_stop
         truncated = not terminated and self.steps >= self.max_episode_steps
         info = self._info()
@@ -296,8 +294,7 @@ class NavEnv(gym.Env):
         return {}
 
     def metrics(self) -> dict[str, float]:
-        out = M.episode_metrics(np.array(self.positions), self.distances, self.called_stop, self.shortest,
-                                self.success_distance, self.reference_path())
+        out = self.running.result(self.called_stop)
         out["collisions"] = float(self.collisions)
         return out
 
