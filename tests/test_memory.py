@@ -476,6 +476,7 @@ def test_voxel_map_store_matches_a_plain_sorted_table(monkeypatch: pytest.Monkey
         assert bool(r.output[keys // m.K, torch.arange(keys.numel())].all())
         torch.testing.assert_close(r.trace["label"][keys // m.K, torch.arange(keys.numel())], votes.argmax(-1))
         assert torch.equal(m.occupancy(), torch.bincount(keys // m.K, minlength=B))
+        assert not m._ordered  # the write itself never compacted the store (that is O(V))
     assert torch.equal(m.vkeys, keys) and torch.equal(m.votes, votes)
     saved = copy.deepcopy(m.state_dict())
     m.write(depth, pose, lab)

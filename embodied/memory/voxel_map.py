@@ -281,7 +281,7 @@ class VoxelMap(Memory):
         feats = (
             features[sl][ok].float()
             if features is not None and self.feature_dim
-            else votes.new_zeros(keys.shape[0], self.feats.shape[1])
+            else votes.new_zeros(keys.shape[0], self._sf.shape[1])
         )
         self._merge(keys, torch.ones(keys.shape[0], device=depth.device), votes, feats)
         self.t = self.t + active.long().to(self.t.device)
@@ -417,7 +417,7 @@ class VoxelMap(Memory):
             votes[lv.nonzero().flatten(), lab[lv]] = 1.0
         feats = (flat(features)[:, :: self.stride, :: self.stride][ok].float()
                  if features is not None and self.feature_dim
-                 else votes.new_zeros(keys.shape[0], self.feats.shape[1]))  # fmt: skip
+                 else votes.new_zeros(keys.shape[0], self._sf.shape[1]))  # fmt: skip
         self._merge(keys, torch.ones(keys.shape[0]), votes, feats)
         self.t = torch.where(
             reset.any(1) if reset is not None else torch.zeros(B, dtype=torch.bool), 0, t0
