@@ -459,7 +459,7 @@ def test_voxel_map_store_matches_a_plain_sorted_table(monkeypatch: pytest.Monkey
     B = 2
     m = em.make("voxel_map", batch_size=B, voxel_size=0.25, num_classes=3, feature_dim=2, extent=4.0)
     keys, votes = torch.zeros(0, dtype=torch.long), torch.zeros(0, 3)
-    for t in range(12):
+    for _ in range(12):
         depth = 0.5 + 2 * torch.rand(B, 6, 8, generator=g)
         pose = torch.cat([torch.rand(B, 2, generator=g), torch.ones(B, 1), 6.28 * torch.rand(B, 1, generator=g)], 1)
         lab = torch.randint(0, 3, (B, 6, 8), generator=g)
@@ -469,7 +469,8 @@ def test_voxel_map_store_matches_a_plain_sorted_table(monkeypatch: pytest.Monkey
         k = (torch.arange(B)[:, None, None] * m.K + lin)[ok]
         allk = torch.cat([keys, k])
         keys, inv = torch.unique(allk, return_inverse=True)
-        votes = torch.zeros(keys.numel(), 3).index_add_(0, inv, torch.cat([votes, torch.nn.functional.one_hot(lab[ok], 3).float()]))
+        new_votes = torch.nn.functional.one_hot(lab[ok], 3).float()
+        votes = torch.zeros(keys.numel(), 3).index_add_(0, inv, torch.cat([votes, new_votes]))
         m.write(depth, pose, lab, torch.randn(B, 6, 8, 2, generator=g))
         q = m.centres(keys)[None].expand(B, -1, -1)
         r = m.read(q)
@@ -505,7 +506,9 @@ def test_hcam_fast_read_equals_general_read() -> None:
 
 
 @pytest.mark.parametrize("heads,n,entries,tokens,dim", [(1, 4, 5, 3, 16), (2, 2, 3, 2, 8), (4, 8, 4, 8, 8)])
-def test_pcmb_query_side_retrieval_equals_projecting_the_bank(heads: int, n: int, entries: int, tokens: int, dim: int) -> None:
+def test_pcmb_query_side_retrieval_equals_projecting_the_bank(
+    heads: int, n: int, entries: int, tokens: int, dim: int
+) -> None:
     from embodied.memory.pcmb import CrossBlock
 
     torch.manual_seed(0)

@@ -139,7 +139,7 @@ class HCAMAttention(nn.Module):
         """Attention inside the selected chunks (all positions valid) as a few batched matmuls (no einsum
         dispatch); the chunk weights are folded into the in-chunk attention weights before the single
         attention-weighted sum over the k*C gathered steps."""
-        B, Q, E = queries.shape
+        B, Q, _ = queries.shape
         k, H, Fd = idx.shape[-1], self.heads, self.feature_dim
         dh = Fd // H
         C, D = contents.shape[2], contents.shape[3]

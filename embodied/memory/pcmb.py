@@ -105,7 +105,7 @@ class BankReader(nn.Module):
 
     def forward(self, x: Tensor, mem: Tensor, mem_t: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x [B,N,D], mem [B,L,N,D], mem_t [B,L], valid [B,L] -> fused [B,N,D], retrieved, attn [B,N,L*N]."""
-        B, L, N, D = mem.shape
+        B, L, N, _ = mem.shape
         pe = self.t_mlp(timestep_sinusoid(mem_t, self.freq_dim))  # [B,L,D], added to keys only
         tok_valid = valid[:, :, None].expand(B, L, N).reshape(B, L * N)
         h, att = x, x.new_zeros(B, x.shape[1], L * N)
