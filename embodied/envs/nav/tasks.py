@@ -27,9 +27,19 @@ from gymnasium import spaces
 from embodied.envs.backend import Action, AgentConfig, NavBackend, SensorConfig
 from embodied.envs.nav import metrics as M
 from embodied.envs.nav.episodes import NavEpisode, load_episodes
-from embodied.envs.nav.language import CHARSET, MAX_INSTRUCTION_CHARS
+from embodied.envs.nav.language import (
+    CHARSET,
+    MAX_INSTRUCTION_CHARS,
+    category_question,
+    colour_question,
+    describe,
+    ordinal_question,
+    tour_instruction,
+    turn_phrase,
+    vln_instruction,
+)
 from embodied.envs.navgrid import GreedyFollower
-from embodied.envs.scenes import SPLIT_SEEDS, Scene, generate_scene, split_scene_seeds
+from embodied.envs.scenes import CATEGORIES, SPLIT_SEEDS, Scene, generate_scene, split_scene_seeds
 
 SPLITS = tuple(SPLIT_SEEDS)
 BACKENDS = ("mujoco", "habitat")
@@ -187,7 +197,6 @@ class NavEnv(gym.Env):
     def _start_task_phase(self) -> None:
         self.phase = PHASE_TASK
         pose = self.backend.get_agent_pose()
-        self.task_start = pose.position.copy()
         self.running = M.RunningMetrics(pose.position, self.distance_to_goal(pose.position),
                                         self.success_distance, self.reference_path())
 
@@ -407,8 +416,6 @@ class ObjectNavEnv(NavEnv):
     expert_stop_distance = 0.5
 
     def task_spaces(self) -> dict[str, spaces.Space]:
-        from embodied.envs.scenes import CATEGORIES
-
         return {
             "objectgoal": spaces.Discrete(len(CATEGORIES)),
             "instruction": spaces.Text(MAX_INSTRUCTION_CHARS, charset=CHARSET),
@@ -428,8 +435,6 @@ class ObjectNavEnv(NavEnv):
                           target_object_ids=[o.id for o in instances])
 
     def task_observation(self) -> dict[str, Any]:
-        from embodied.envs.scenes import CATEGORIES
-
         return {"objectgoal": CATEGORIES.index(self.episode.object_category),
                 "instruction": self.episode.instruction}
 
@@ -449,8 +454,6 @@ class VLNEnv(NavEnv):
         return {"ndtw": 0.0, "sdtw": 0.0}
 
     def sample_episode(self, rng: np.random.Generator, scene: Scene) -> NavEpisode:
-        from embodied.envs.nav.language import describe, turn_phrase, vln_instruction
-
         start = self.backend.sample_navigable_point(rng)
         start_room = room_at(scene, start)
         candidates = [o for o in scene.objects if o.room != start_room]
@@ -476,8 +479,6 @@ class VLNEnv(NavEnv):
                           target_object_ids=[target.id])
 
     def _rooms_and_landmarks(self, scene: Scene, path: np.ndarray, exclude: int) -> tuple[list[str], list]:
-        from embodied.envs.nav.language import describe
-
         room_ids: list[int] = []
         for p in path:
             r = room_at(scene, p)
@@ -521,8 +522,6 @@ class ObjectRecallEnv(NavEnv):
         return {"instruction": spaces.Text(MAX_INSTRUCTION_CHARS, charset=CHARSET), "phase": spaces.Discrete(2)}
 
     def task_observation(self) -> dict[str, Any]:
-        from embodied.envs.nav.language import tour_instruction
-
         text = tour_instruction() if self.phase == PHASE_TOUR else self.episode.instruction
         return {"instruction": text, "phase": self.phase}
 
@@ -603,8 +602,6 @@ class ObjectRecallEnv(NavEnv):
         return out
 
     def _question(self, rng: np.random.Generator, scene: Scene, shown: list) -> tuple[str, Any]:
-        from embodied.envs.nav.language import category_question, colour_question, ordinal_question
-
         shown_ids = {o.id for o in shown}
         unshown = [o for o in scene.objects if o.id not in shown_ids]
         options: list[tuple[str, Any]] = [(ordinal_question(k), o) for k, o in enumerate(shown)]
