@@ -505,6 +505,31 @@ def test_hcam_fast_read_equals_general_read() -> None:
             torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
 
 
+def test_hcam_inference_chunk_scores_follow_weight_updates() -> None:
+    """The no-grad read uses a cached fused W_q^T W_k; it must equal the training-mode scores and be
+    rebuilt after an in-place update (optimizer step) and after `load_state_dict`."""
+    from embodied.memory.hcam import HCAMAttention
+
+    torch.manual_seed(0)
+    a = HCAMAttention(12, 8, 16, heads=4, topk=3, chunk_size=5)
+    q, keys = torch.randn(2, 3, 12), torch.randn(2, 6, 8)
+
+    def check() -> None:
+        with torch.no_grad():
+            fast = a.chunk_scores(q, keys)
+        torch.testing.assert_close(fast, a.chunk_scores(q, keys).detach(), rtol=1e-5, atol=1e-5)
+
+    check()
+    with torch.no_grad():
+        a.chunk_q.weight.mul_(-2.0)  # in place, as an optimizer step does
+    check()
+    other = HCAMAttention(12, 8, 16, heads=4, topk=3, chunk_size=5)
+    a.load_state_dict(other.state_dict())
+    check()
+    with torch.no_grad():
+        torch.testing.assert_close(a.chunk_scores(q, keys), other.chunk_scores(q, keys))
+
+
 @pytest.mark.parametrize("heads,n,entries,tokens,dim", [(1, 4, 5, 3, 16), (2, 2, 3, 2, 8), (4, 8, 4, 8, 8)])
 def test_pcmb_query_side_retrieval_equals_projecting_the_bank(
     heads: int, n: int, entries: int, tokens: int, dim: int

@@ -14,7 +14,8 @@ Efficiency (the known port bug): the ports expand memory to [B, M, Q, C, D] befo
 the selected chunks are index-gathered ([B, Q, k, C, D], never M), and the projections are moved onto the
 query side: chunk scores use `(W_k^T W_q q) . key` and in-chunk logits use `(W_k,h^T W_q,h q) . content`, and
 values are projected after the attention-weighted sum, so memory contents are never projected. A step costs
-O(M*D + k*C*D*H) instead of O(M*C*D) for full attention.
+O(M*D + k*C*D*H) instead of O(M*C*D) for full attention. Without autograd (rollouts) the two chunk-score
+projections are one cached [E,D] matrix, rebuilt whenever either weight changes.
 
 Layout: `contents [B, M, C, D]` is a ring buffer of the last `max_chunks` chunks of the current episode
 (oldest overwritten first); `acc [B, C, D]` is the chunk being filled. Streaming `step` reads the completed
@@ -81,8 +82,20 @@ class HCAMAttention(nn.Module):
 
     def chunk_scores(self, queries: Tensor, keys: Tensor) -> Tensor:
         """[B,Q,E] x [B,M,D] -> [B,Q,M]: (W_q q).(W_k key)/sqrt(F), computed as (W_k^T W_q q).key."""
-        qk = (self.chunk_q(queries) * (1.0 / math.sqrt(self.feature_dim))) @ self.chunk_k.weight  # [B,Q,D]
+        if torch.is_grad_enabled():
+            qk = (self.chunk_q(queries) * (1.0 / math.sqrt(self.feature_dim))) @ self.chunk_k.weight  # [B,Q,D]
+        else:  # inference: one [E,D] matrix instead of two, rebuilt whenever either weight changes
+            qk = queries @ self._fused_chunk_weight()
         return torch.bmm(qk, keys.transpose(1, 2).to(qk.dtype))
+
+    def _fused_chunk_weight(self) -> Tensor:
+        """W_q^T W_k / sqrt(F), cached and keyed on the weights' storage and in-place version counters."""
+        wq, wk = self.chunk_q.weight, self.chunk_k.weight
+        key = (wq.data_ptr(), wq._version, wk.data_ptr(), wk._version, wq.dtype, wq.device)
+        if getattr(self, "_fused_key", None) != key:
+            self._fused = (wq.t() @ wk) * (1.0 / math.sqrt(self.feature_dim))
+            self._fused_key = key
+        return self._fused
 
     def forward(
         self,
@@ -109,10 +122,14 @@ class HCAMAttention(nn.Module):
             z = queries.new_zeros(B, Q, Fd)
             e = torch.zeros(B, Q, 0, dtype=torch.long, device=queries.device)
             return ReadResult(z, {"indices": e, "weights": z[..., :0]})
-        masked = scores if chunk_mask is None else scores.masked_fill(~chunk_mask, float("-inf"))
+        # An unreadable chunk scores the dtype's lowest finite value (not -inf, so a row with nothing
+        # readable keeps a finite softmax) and top-k picks it last.
+        lowest = torch.finfo(scores.dtype).min
+        masked = scores if chunk_mask is None else torch.where(chunk_mask, scores, lowest)
         top, idx = masked.topk(k, dim=-1)  # [B,Q,k]
-        sel_valid = torch.isfinite(top)
-        weights = masked_softmax(top, sel_valid)  # softmax over the k selected only
+        sel_valid = top > lowest
+        # softmax over the k selected only; unreadable picks get exactly zero weight (all-zero rows if none)
+        weights = torch.softmax(top, dim=-1) * sel_valid
         bidx = torch.arange(B, device=queries.device)[:, None, None]
         if content_mask is None:
             out = self._read_selected(queries, contents, bidx, idx, weights)
@@ -134,7 +151,6 @@ class HCAMAttention(nn.Module):
         out = self.o(vals)
         return ReadResult(out, {"indices": idx, "weights": weights, "selected_valid": sel_valid})
 
-
     def _read_selected(self, queries: Tensor, contents: Tensor, bidx: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
         """Attention inside the selected chunks (all positions valid) as a few batched matmuls (no einsum
         dispatch); the chunk weights are folded into the in-chunk attention weights before the single
@@ -150,14 +166,15 @@ class HCAMAttention(nn.Module):
         if self.position_encoding:
             chunks = chunks + self.pe.to(chunks.dtype)
         chunks = chunks.view(n, k * C, D)
-        qh = self.q(queries).view(n, H, dh).transpose(0, 1)  # [H,n,dh]
+        qh = F.linear(queries, self.q.weight).view(n, H, dh).transpose(0, 1)  # [H,n,dh]
         wk = self.k.weight.view(H, dh, D)
         qk = torch.bmm(qh, wk).transpose(0, 1) * (1.0 / math.sqrt(dh))  # [n,H,D] = W_k,h^T W_q,h q / sqrt(dh)
         logits = torch.bmm(qk, chunks.transpose(1, 2)).view(n, H, k, C)
         attn = torch.softmax(logits, dim=-1) * weights.reshape(n, 1, k, 1)  # in-chunk softmax x chunk weight
         ctx = torch.bmm(attn.view(n, H, k * C), chunks)  # [n,H,D]: chunk-weighted sum before projecting values
-        vals = torch.bmm(ctx.transpose(0, 1), self.v.weight.view(H, dh, D).transpose(1, 2))  # [H,n,dh]
-        return self.o(vals.transpose(0, 1).reshape(B, Q, Fd))
+        # W_v,h @ ctx_h^T reads the weight rows contiguously; [H,dh,n] -> [n,H*dh] is a view when n == 1
+        vals = torch.bmm(self.v.weight.view(H, dh, D), ctx.permute(1, 2, 0)).permute(2, 0, 1)
+        return F.linear(vals.reshape(B, Q, Fd), self.o.weight)
 
 
 @MEMORIES.register("hcam")
@@ -215,14 +232,15 @@ class HCAM(Memory):
     def write(self, x: Tensor, active: Tensor | None = None) -> dict[str, Tensor]:
         """Append one step x [B,D]; rows with active=False neither write nor advance."""
         B, C, M = self.batch_size, self.chunk_size, self.max_chunks
-        x = self._store(x)
-        if active is None:
-            active = torch.ones(B, dtype=torch.bool, device=x.device)
+        x = self._store(x).to(self.acc.dtype)
         rows = torch.arange(B, device=x.device)
-        n = self.n_acc
-        pos = n.clamp(max=C - 1)
-        self.acc[rows, pos] = torch.where(active[:, None], x.to(self.acc.dtype), self.acc[rows, pos])
-        completes = active & (n == C - 1)
+        n = self.n_acc  # always in [0, C)
+        if active is None:  # the common rollout case, with fewer ops
+            self.acc[rows, n] = x
+            completes = n == C - 1
+        else:
+            self.acc[rows, n] = torch.where(active[:, None], x, self.acc[rows, n])
+            completes = active & (n == C - 1)
         if bool(completes.any()):
             done = completes.nonzero().flatten()
             slot = self.n_chunks[done] % M
@@ -233,9 +251,13 @@ class HCAM(Memory):
             self.chunk_ord[done, slot] = self.n_chunks[done]
             self.chunk_t[done, slot] = self.t[done] - (C - 1)
             self.acc[done] = 0.0
-        self.n_chunks += completes.long()
-        self.n_acc = torch.where(active, (n + 1) % C, n)
-        self.t += active.long()
+        self.n_chunks += completes
+        if active is None:
+            self.n_acc = (n + 1) % C
+            self.t += 1
+        else:
+            self.n_acc = torch.where(active, (n + 1) % C, n)
+            self.t += active
         return {"chunk_written": completes}
 
     def read(self, query: Tensor) -> ReadResult:

@@ -22,6 +22,17 @@ from typing import Any
 import numpy as np
 
 SUPPORTED_PREDICATES = ("in", "on")
+# Hollow objects are pinched at the rim (a closed gripper above a bowl's centre holds nothing).
+RIM_GRASP_CATEGORIES = ("bowl",)
+RIM_INSET = 0.006  # m, from the outer edge of the rim to the middle of its wall
+CORRIDOR = 0.10  # m, half-width of the strip along the carry path whose objects the held object must clear
+
+
+def _box_segment_distance(lo: np.ndarray, hi: np.ndarray, a: np.ndarray, b: np.ndarray, n: int = 32) -> float:
+    """Distance in the plane from the box [lo, hi] to the segment a-b (sampled: n+1 points suffice here)."""
+    pts = a[None] + np.linspace(0.0, 1.0, n + 1)[:, None] * (b - a)[None]
+    gap = np.maximum(np.maximum(lo[None] - pts, pts - hi[None]), 0.0)
+    return float(np.sqrt((gap**2).sum(1)).min())
 
 
 class ExpertError(RuntimeError):
@@ -45,6 +56,8 @@ class PickPlaceExpert:
         self.target_name = target
         self._inner = inner
         self._carry: float | None = None
+        self.rim_grasp = any(c in self.obj_name for c in RIM_GRASP_CATEGORIES)
+        self._geoms = {name: self._collision_geoms(name) for name in inner.obj_body_id}
 
     # ----------------------------------------------------------------- poses
     def _body_pos(self, name: str) -> np.ndarray:
@@ -60,6 +73,29 @@ class PickPlaceExpert:
             return z, z
         return z + float(obj.bottom_offset[2]), z + float(obj.top_offset[2])
 
+    def _target_bodies(self) -> list[str]:
+        return [obj for obj in self._inner.obj_body_id if self.target_name.startswith(obj)]
+
+    def _collision_geoms(self, name: str) -> np.ndarray:
+        """Ids of the collision geoms (contype or conaffinity set) of the object's body subtree."""
+        model = self._inner.sim.model._model
+        root = self._inner.obj_body_id[name]
+        bodies = {root}
+        for b in range(root + 1, model.nbody):  # MuJoCo orders bodies depth-first
+            if model.body_parentid[b] in bodies:
+                bodies.add(b)
+        collide = (model.geom_contype != 0) | (model.geom_conaffinity != 0)
+        return np.flatnonzero(np.isin(model.geom_bodyid, list(bodies)) & collide)
+
+    def collision_box(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """World-frame bounds (lo, hi) of the object's collision geoms, from their local AABBs."""
+        model, data = self._inner.sim.model._model, self._inner.sim.data._data
+        g = self._geoms[name]
+        corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=np.float64)
+        local = model.geom_aabb[g, None, :3] + corners[None] * model.geom_aabb[g, None, 3:]  # [G,8,3]
+        world = np.einsum("gij,gkj->gki", data.geom_xmat[g].reshape(-1, 3, 3), local) + data.geom_xpos[g, None]
+        return world.reshape(-1, 3).min(0), world.reshape(-1, 3).max(0)
+
     def object_pos(self) -> np.ndarray:
         return self._body_pos(self.obj_name)
 
@@ -69,8 +105,11 @@ class PickPlaceExpert:
         if name in inner.obj_body_id:
             return self._body_pos(name)
         if name in sites:
-            sid = inner.sim.model.site_name2id(sites[name].root.get("name", name)) if hasattr(
-                sites[name], "root") else inner.sim.model.site_name2id(name)
+            sid = (
+                inner.sim.model.site_name2id(sites[name].root.get("name", name))
+                if hasattr(sites[name], "root")
+                else inner.sim.model.site_name2id(name)
+            )
             return np.array(inner.sim.data.site_xpos[sid])
         for obj in inner.obj_body_id:  # "basket_1_contain_region" -> "basket_1"
             if name.startswith(obj):
@@ -84,11 +123,20 @@ class PickPlaceExpert:
         return float(self.target_pos()[2])
 
     def carry_height(self) -> float:
-        """Travel height: above every other object's top (fixed once, before the object is lifted)."""
+        """Travel height, fixed once before the object is lifted: the held object's bottom clears, by
+        `carry_clearance`, every object whose footprint lies within `CORRIDOR` of the straight path from
+        the object to the target (a tall cabinet across the table does not matter)."""
         if self._carry is None:
-            tops = [self._extent(n)[1] for n in self._inner.obj_body_id if n != self.obj_name]
-            obj_h = self._extent(self.obj_name)[1] - self._extent(self.obj_name)[0]
-            self._carry = max(tops) + obj_h + self.carry_clearance
+            lo, hi = self.collision_box(self.obj_name)
+            start, end = 0.5 * (lo[:2] + hi[:2]), self.target_pos()[:2]
+            tops = [lo[2]]
+            for name in self._inner.obj_body_id:
+                if name == self.obj_name or not len(self._geoms[name]):
+                    continue
+                o_lo, o_hi = self.collision_box(name)
+                if _box_segment_distance(o_lo[:2], o_hi[:2], start, end) < CORRIDOR:
+                    tops.append(o_hi[2])
+            self._carry = max(tops) + (hi[2] - lo[2]) + self.carry_clearance
         return self._carry
 
     # ----------------------------------------------------------------- control
@@ -106,22 +154,32 @@ class PickPlaceExpert:
         eef = np.asarray(self.env.robot_state()[:3], dtype=np.float64)
         obj = self.object_pos()
         bottom, top = self._extent(self.obj_name)
+        grasp_xy = obj[:2].copy()
         grasp_z = max(top - min(0.03, 0.5 * (top - bottom)), bottom + 0.012)
         carry = self.carry_height()
         tgt = self.target_pos()
         release_z = self.target_top() + 0.5 * (top - bottom) + 0.03  # object centre when released
+        if self.rim_grasp:
+            # The fingers close along world y in LIBERO's default end-effector orientation, so they
+            # straddle the rim wall at (x_centre, y_min + inset).
+            lo, hi = self.collision_box(self.obj_name)
+            grasp_xy = np.array([0.5 * (lo[0] + hi[0]), lo[1] + RIM_INSET])
+            grasp_z = hi[2] - 0.015
+            targets = self._target_bodies()
+            target_top = self.collision_box(targets[0])[1][2] if targets else tgt[2]
+            release_z = obj[2] + target_top - lo[2] + 0.02  # body origin when its bottom is 2 cm above
         self.phase_steps += 1
         p = self.phase
         if p == "approach":
-            a, err = self._move(eef, np.array([obj[0], obj[1], max(carry, grasp_z + 0.08)]), -1.0)
-            if np.linalg.norm(eef[:2] - obj[:2]) < 0.01 or self.phase_steps > 120:
+            a, err = self._move(eef, np.array([grasp_xy[0], grasp_xy[1], max(carry, grasp_z + 0.08)]), -1.0)
+            if np.linalg.norm(eef[:2] - grasp_xy) < 0.01 or self.phase_steps > 120:
                 self._next("descend")
         elif p == "descend":
-            a, err = self._move(eef, np.array([obj[0], obj[1], grasp_z]), -1.0)
+            a, err = self._move(eef, np.array([grasp_xy[0], grasp_xy[1], grasp_z]), -1.0)
             if err < 0.01 or self.phase_steps > 60:
                 self._next("grasp")
         elif p == "grasp":
-            a, _ = self._move(eef, np.array([obj[0], obj[1], grasp_z]), 1.0)
+            a, _ = self._move(eef, np.array([grasp_xy[0], grasp_xy[1], grasp_z]), 1.0)
             a[:3] = 0.0
             if self.phase_steps >= 12:
                 self._next("lift")
