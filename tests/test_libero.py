@@ -206,6 +206,34 @@ def test_expert_policy_solves_libero_object_task_through_rollout() -> None:
 
 @pytest.mark.libero
 @needs_libero
+def test_episode_does_not_depend_on_the_episodes_before_it() -> None:
+    """Init state i gives the same episode first or after others: the fixtures LIBERO re-places on
+    every reset, the solver warm start and the gripper command must not carry over. The reset leaves
+    the caller's numpy global RNG as it was."""
+    import embodied
+
+    env = embodied.envs.make("libero", suite="libero_spatial", task_id=2, cameras=(), fast_render=True)
+
+    def episode(i: int, steps: int = 25) -> np.ndarray:
+        obs, _ = env.reset(seed=i, options={"init_state": i})
+        states = [obs["state"]]
+        for _ in range(steps):
+            obs, *_ = env.step(env.unwrapped.expert_action())
+            states.append(obs["state"])
+        return np.stack(states)
+
+    np.random.seed(123)
+    caller_rng = np.random.get_state()
+    first = episode(4)
+    assert np.array_equal(np.random.get_state()[1], caller_rng[1])
+    episode(3, steps=60)  # leaves the gripper closed and the bowl moved
+    again = episode(4)
+    env.close()
+    np.testing.assert_array_equal(first, again)
+
+
+@pytest.mark.libero
+@needs_libero
 def test_expert_rim_grasps_a_bowl_onto_the_plate_in_libero_spatial() -> None:
     """libero_spatial moves hollow bowls: the expert pinches the rim (a centre grasp holds nothing).
     Physics only (the expert reads poses, not images)."""

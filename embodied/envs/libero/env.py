@@ -14,6 +14,7 @@ import contextlib
 import io
 import os
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,6 +30,18 @@ CAMERAS: dict[str, str] = {"agentview": "agentview", "wrist": "robot0_eye_in_han
 INSTRUCTION_CHARSET: str = string.ascii_letters + string.digits + " ,.'-_:;()/&!?"
 MAX_INSTRUCTION_CHARS = 256
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
+
+
+@contextlib.contextmanager
+def _own_numpy_rng(*seed: int) -> Iterator[None]:
+    """Seed numpy's global RNG (what LIBERO samples from) from `seed` inside the block, and give the
+    caller's RNG state back afterwards."""
+    caller = np.random.get_state()
+    np.random.seed(np.random.SeedSequence(list(seed)).generate_state(1)[0])
+    try:
+        yield
+    finally:
+        np.random.set_state(caller)
 
 
 @dataclass(frozen=True)
@@ -166,13 +179,14 @@ class LiberoEnv(gym.Env):
         if self._sim is None:
             _, envs = import_libero()
             cams = [CAMERAS[c] for c in self.cameras]
-            self._sim = envs.OffScreenRenderEnv(
-                bddl_file_name=self._suite.get_task_bddl_file_path(self.task_id),
-                camera_names=cams, camera_heights=self.resolution, camera_widths=self.resolution,
-                hard_reset=not self.fast_render, ignore_done=True,
-                use_camera_obs=bool(cams),  # no cameras: physics only, about 15x faster (state-based work)
-                horizon=self.max_steps + self.protocol.num_steps_wait + 10)
-            self._sim.seed(self.protocol.sim_seed)
+            with _own_numpy_rng(self.protocol.sim_seed):  # LIBERO's env.seed() seeds numpy's global RNG
+                self._sim = envs.OffScreenRenderEnv(
+                    bddl_file_name=self._suite.get_task_bddl_file_path(self.task_id),
+                    camera_names=cams, camera_heights=self.resolution, camera_widths=self.resolution,
+                    hard_reset=not self.fast_render, ignore_done=True,
+                    use_camera_obs=bool(cams),  # no cameras: physics only, about 15x faster (state-based work)
+                    horizon=self.max_steps + self.protocol.num_steps_wait + 10)
+                self._sim.seed(self.protocol.sim_seed)
             if self.fast_render:
                 self._apply_fast_render()
         return self._sim
@@ -214,8 +228,14 @@ class LiberoEnv(gym.Env):
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}; accepted: ['init_state']")
         self.init_state_index = self._resolve_init_state(seed, options)
         sim = self.sim
-        sim.reset()
-        raw = sim.set_init_state(self.init_states[self.init_state_index])
+        # LIBERO re-places the fixtures (bodies without a free joint: cabinet, stove, ...) on every reset
+        # with numpy's global RNG, and the init states (time, qpos, qvel) do not cover them: in the usual
+        # loop, episode i's scene depends on how many resets came before (measured: fixtures move by up
+        # to 1 cm, and the expert's result flips). Seed that RNG from (sim_seed, i) for the reset only.
+        with _own_numpy_rng(self.protocol.sim_seed, self.init_state_index):
+            sim.reset()
+            raw = sim.set_init_state(self.init_states[self.init_state_index])
+        self._clear_carried_state()
         for _ in range(self.protocol.num_steps_wait):
             raw, _, _, _ = sim.step(NOOP_ACTION)
         self._raw_obs = raw
@@ -225,6 +245,18 @@ class LiberoEnv(gym.Env):
         info = self._info()
         info["settings"] = self.settings  # full protocol record, once per episode
         return self._observation(), info
+
+    def _clear_carried_state(self) -> None:
+        """Zero the simulator state that survives a reset but is not in the init state, so episode i
+        starts the same whichever episodes ran before it: MuJoCo's solver warm start (the previous
+        step's accelerations) and robosuite's gripper command, which integrates the gripper actions
+        (a fresh env starts it at zero; left alone, the settle steps end with the fingers 0.2 mm apart
+        from a fresh env's)."""
+        inner = self.sim.env
+        inner.sim.data.qacc_warmstart[:] = 0.0
+        for robot in inner.robots:
+            if getattr(robot, "gripper", None) is not None:
+                robot.gripper.current_action = np.zeros(robot.gripper.dof)
 
     def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         if self._raw_obs is None:

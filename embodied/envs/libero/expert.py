@@ -57,6 +57,7 @@ class PickPlaceExpert:
         self._inner = inner
         self._carry: float | None = None
         self.rim_grasp = any(c in self.obj_name for c in RIM_GRASP_CATEGORIES)
+        self._rim_side: int | None = None
         self._geoms = {name: self._collision_geoms(name) for name in inner.obj_body_id}
 
     # ----------------------------------------------------------------- poses
@@ -95,6 +96,25 @@ class PickPlaceExpert:
         local = model.geom_aabb[g, None, :3] + corners[None] * model.geom_aabb[g, None, 3:]  # [G,8,3]
         world = np.einsum("gij,gkj->gki", data.geom_xmat[g].reshape(-1, 3, 3), local) + data.geom_xpos[g, None]
         return world.reshape(-1, 3).min(0), world.reshape(-1, 3).max(0)
+
+    def rim_side(self) -> int:
+        """-1 (y_min) or +1 (y_max): the rim side whose grasp point is farther from every object that
+        rises above the rim (the hand is wide along y and would land on a cabinet next to the bowl).
+        Chosen once per episode."""
+        if self._rim_side is None:
+            lo, hi = self.collision_box(self.obj_name)
+            sides = {-1: np.array([0.5 * (lo[0] + hi[0]), lo[1]]), 1: np.array([0.5 * (lo[0] + hi[0]), hi[1]])}
+            clearance = {side: np.inf for side in sides}
+            for name in self._inner.obj_body_id:
+                if name == self.obj_name or not len(self._geoms[name]):
+                    continue
+                o_lo, o_hi = self.collision_box(name)
+                if o_hi[2] < hi[2] - 0.02:  # lower than the rim: the hand passes over it
+                    continue
+                for side, p in sides.items():
+                    clearance[side] = min(clearance[side], _box_segment_distance(o_lo[:2], o_hi[:2], p, p, n=0))
+            self._rim_side = max(sides, key=lambda side: (clearance[side], -side))  # tie: y_min
+        return self._rim_side
 
     def object_pos(self) -> np.ndarray:
         return self._body_pos(self.obj_name)
@@ -161,9 +181,10 @@ class PickPlaceExpert:
         release_z = self.target_top() + 0.5 * (top - bottom) + 0.03  # object centre when released
         if self.rim_grasp:
             # The fingers close along world y in LIBERO's default end-effector orientation, so they
-            # straddle the rim wall at (x_centre, y_min + inset).
+            # straddle the rim wall at (x_centre, y_min + inset) or (x_centre, y_max - inset).
             lo, hi = self.collision_box(self.obj_name)
-            grasp_xy = np.array([0.5 * (lo[0] + hi[0]), lo[1] + RIM_INSET])
+            rim_y = lo[1] + RIM_INSET if self.rim_side() < 0 else hi[1] - RIM_INSET
+            grasp_xy = np.array([0.5 * (lo[0] + hi[0]), rim_y])
             grasp_z = hi[2] - 0.015
             targets = self._target_bodies()
             target_top = self.collision_box(targets[0])[1][2] if targets else tgt[2]
