@@ -2,10 +2,12 @@
 
 It solves tasks whose BDDL goal is one `in`/`on` predicate (libero_object: "pick up the X and
 place it in the basket"; libero_spatial: "pick up the black bowl ... and place it on the plate").
-It reads the goal from the parsed BDDL problem, the object poses from MuJoCo body positions and
-drives the OSC_POSE controller with proportional end-effector deltas:
+It reads the goal from the parsed BDDL problem, the object poses from MuJoCo body positions and the
+boxes of their collision geoms, and drives the OSC_POSE controller with proportional end-effector deltas:
 
-    above object -> descend -> close gripper -> lift -> above target -> lower -> open -> retreat
+    above grasp point -> descend -> close gripper -> lift -> above target -> lower -> open -> retreat
+
+Solid objects are grasped at the top; bowls at the rim, on the side away from tall neighbours.
 
     env = gymnasium.make("embodied/Libero-v0", suite="libero_object", task_id=0)
     obs, info = env.reset(seed=0)
@@ -82,7 +84,7 @@ class PickPlaceExpert:
         model = self._inner.sim.model._model
         root = self._inner.obj_body_id[name]
         bodies = {root}
-        for b in range(root + 1, model.nbody):  # MuJoCo orders bodies depth-first
+        for b in range(root + 1, model.nbody):  # MuJoCo gives a child a larger id than its parent
             if model.body_parentid[b] in bodies:
                 bodies.add(b)
         collide = (model.geom_contype != 0) | (model.geom_conaffinity != 0)
