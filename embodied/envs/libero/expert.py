@@ -27,6 +27,7 @@ SUPPORTED_PREDICATES = ("in", "on")
 # Hollow objects are pinched at the rim (a closed gripper above a bowl's centre holds nothing).
 RIM_GRASP_CATEGORIES = ("bowl",)
 RIM_INSET = 0.006  # m, from the outer edge of the rim to the middle of its wall
+RIM_GRASP_DEPTH = 0.015  # m, grasp point below the rim top
 CORRIDOR = 0.10  # m, half-width of the strip along the carry path whose objects the held object must clear
 
 
@@ -187,7 +188,7 @@ class PickPlaceExpert:
             lo, hi = self.collision_box(self.obj_name)
             rim_y = lo[1] + RIM_INSET if self.rim_side() < 0 else hi[1] - RIM_INSET
             grasp_xy = np.array([0.5 * (lo[0] + hi[0]), rim_y])
-            grasp_z = hi[2] - 0.015
+            grasp_z = hi[2] - RIM_GRASP_DEPTH
             targets = self._target_bodies()
             target_top = self.collision_box(targets[0])[1][2] if targets else tgt[2]
             release_z = obj[2] + target_top - lo[2] + 0.02  # body origin when its bottom is 2 cm above
