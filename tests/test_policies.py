@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from training import train
 
 import embodied
 from embodied.data import collect_episodes, episode_windows, normalization_stats
@@ -44,16 +45,8 @@ def replay_actions(policy, episode) -> np.ndarray:
 def test_overfits_expert_episodes(name: str, expert_data) -> None:
     policy = build(name, expert_data, obs_keys=FIT_KEYS)
     episodes = expert_data[2]
-    batch = episode_windows(episodes)
-    opt = torch.optim.Adam(policy.parameters(), lr=3e-3)
-    first = None
-    for _ in range(100):
-        loss = policy.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        first = first if first is not None else loss.item()
-    assert loss.item() < 0.25 * first
+    first, last = train(policy, episode_windows(episodes), steps=100, lr=3e-3)
+    assert last < 0.25 * first
     agree = np.concatenate([replay_actions(policy, ep) == ep.actions for ep in episodes])
     assert agree.mean() >= 0.9, agree.mean()
 

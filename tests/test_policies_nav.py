@@ -8,6 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from training import train
 
 import embodied
 from embodied.data import collect_episodes, episode_windows, normalization_stats
@@ -48,16 +49,8 @@ def replay(policy, episode, logits: bool = False) -> np.ndarray:
 def test_hcam_overfits_expert_episodes(expert_data) -> None:
     policy = build_hcam(expert_data, obs_keys=FIT_KEYS, dim=32)
     episodes = expert_data[2]
-    batch = episode_windows(episodes)
-    opt = torch.optim.Adam(policy.parameters(), lr=5e-3)
-    first = None
-    for _ in range(60):
-        loss = policy.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        first = first if first is not None else loss.item()
-    assert loss.item() < 0.25 * first, (first, loss.item())
+    first, last = train(policy, episode_windows(episodes), steps=60, lr=5e-3)
+    assert last < 0.25 * first, (first, last)
     agree = np.concatenate([replay(policy, ep) == ep.actions for ep in episodes])
     assert agree.mean() >= 0.9, agree.mean()
 

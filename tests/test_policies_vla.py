@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from training import train
 
 import embodied
 from embodied.data import Episode, collect_episodes, episode_windows, normalization_stats
@@ -26,21 +27,6 @@ def replay_actions(policy: Any, episode: Episode) -> np.ndarray:
     policy.eval()
     policy.reset(np.ones(1, dtype=bool))
     return np.asarray([policy.act({k: v[t : t + 1] for k, v in episode.obs.items()})[0] for t in range(len(episode))])
-
-
-def train(policy: Any, batch: dict[str, Any], steps: int, lr: float, warmup: int = 0) -> tuple[float, float]:
-    opt = torch.optim.Adam(policy.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / max(warmup, 1)))
-    first = last = None
-    for _ in range(steps):
-        loss = policy.loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        first = loss.item() if first is None else first
-        last = loss.item()
-    return first, last
 
 
 # --------------------------------------------------------------------------------------------- janus_vln
