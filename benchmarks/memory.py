@@ -5,9 +5,11 @@ Usage: python benchmarks/memory.py [--lengths 256 1024 4096 16384] [--steps 20] 
 Every (memory, length) configuration runs in its own subprocess; peak memory is the subprocess's
 `resource.getrusage(RUSAGE_SELF).ru_maxrss` minus its RSS before the memory was built and filled
 (platform.md: tracemalloc does not see torch allocations). Latency is the median over `--steps` timed
-streaming steps (one read + one write, batch 1, no grad) after filling the memory to the given length;
-with `--repeat R` every configuration runs in R fresh subprocesses and the table shows the median of the R
-medians (and of the R peaks), which is what a loaded shared machine needs.
+streaming steps (one read + one write, batch 1, no grad) after filling the memory to the given length and
+`--warmup` untimed steps;
+with `--repeat R` every configuration runs in R fresh subprocesses, in R rounds that each run every
+configuration once (a drift in the machine's load then hits all alike), and the table shows the median of the
+R medians (and of the R peaks), which is what a loaded shared machine needs.
 
 HCAM shapes match platform.md's htm-pytorch measurement: dim 512, 8 heads, top-k 2, chunk 32, one query
 per step; `full_attention` is multi-head attention of the step over all cached (projected) history keys and
@@ -36,7 +38,7 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def bench(kind: str, length: int, steps: int) -> dict[str, Any]:
+def bench(kind: str, length: int, steps: int, warmup: int = 5) -> dict[str, Any]:
     import embodied.memory as em
 
     torch.manual_seed(0)
@@ -137,6 +139,8 @@ def bench(kind: str, length: int, steps: int) -> dict[str, Any]:
             m.step(*fr)
     else:
         raise ValueError(kind)
+    for _ in range(warmup):  # first calls build lazy caches (fused weights, projected keys) and warm the allocator
+        step()
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -154,39 +158,41 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="*", default=[256, 1024, 4096, 16384])
     ap.add_argument("--kinds", nargs="*", default=KINDS)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps before the timed ones (every memory)")
     ap.add_argument("--threads", type=int, default=1)  # 2 threads collapse on a loaded 2-core box
     ap.add_argument("--repeat", type=int, default=1, help="fresh subprocesses per configuration (median)")
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.one:
-        print(json.dumps(bench(a.one[0], int(a.one[1]), a.steps)))
+        print(json.dumps(bench(a.one[0], int(a.one[1]), a.steps, a.warmup)))
         return
-    rows = []
+    configs = []
     for kind in a.kinds:
         for length in a.lengths:
-            if kind == "dual_kv" and length == a.lengths[0]:
-                lens = [64, length]
-            else:
-                lens = [length]
-            for n in lens:
-                cmd = [sys.executable, __file__, "--one", kind, str(n), "--steps", str(a.steps)]
-                runs = []
-                for _ in range(a.repeat):
-                    out = subprocess.run(
-                        [*cmd, "--threads", str(a.threads)],
-                        capture_output=True, text=True, check=True,
-                    )  # fmt: skip
-                    runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                r = {
-                    "kind": kind, "length": n,
-                    "ms": statistics.median(x["ms"] for x in runs),
-                    "peak_mb": statistics.median(x["peak_mb"] for x in runs),
-                    "all_ms": [round(x["ms"], 3) for x in runs],
-                }  # fmt: skip
-                rows.append(r)
-                print(f"{kind:15s} {n:6d} steps  {r['ms']:8.3f} ms/step  peak +{r['peak_mb']:7.1f} MB  "
-                      f"runs {r['all_ms']}", flush=True)  # fmt: skip
+            configs += [(kind, 64)] if kind == "dual_kv" and length == a.lengths[0] else []
+            configs.append((kind, length))
+    # Rounds: every configuration once per round, so a drift in the machine's load hits them all alike.
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {c: [] for c in configs}
+    for i in range(a.repeat):
+        for kind, n in configs:
+            cmd = [sys.executable, __file__, "--one", kind, str(n), "--steps", str(a.steps), "--warmup", str(a.warmup)]
+            out = subprocess.run([*cmd, "--threads", str(a.threads)], capture_output=True, text=True, check=True)
+            runs[(kind, n)].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            if i == a.repeat - 1:
+                r = runs[(kind, n)]
+                print(f"{kind:15s} {n:6d} steps  {statistics.median(x['ms'] for x in r):8.3f} ms/step  "
+                      f"peak +{statistics.median(x['peak_mb'] for x in r):7.1f} MB  "
+                      f"runs {[round(x['ms'], 3) for x in r]}", flush=True)  # fmt: skip
+    rows = [
+        {
+            "kind": kind,
+            "length": n,
+            "ms": statistics.median(x["ms"] for x in runs[(kind, n)]),
+            "peak_mb": statistics.median(x["peak_mb"] for x in runs[(kind, n)]),
+        }
+        for kind, n in configs
+    ]
     by = {(r["kind"], r["length"]): r for r in rows}
     print("\n| memory | " + " | ".join(f"{n} steps" for n in a.lengths) + " |")
     print("|---|" + "---|" * len(a.lengths))

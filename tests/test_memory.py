@@ -530,6 +530,51 @@ def test_hcam_inference_chunk_scores_follow_weight_updates() -> None:
         torch.testing.assert_close(a.chunk_scores(q, keys), other.chunk_scores(q, keys))
 
 
+def test_hcam_rollout_reads_follow_writes_resets_prunes_and_weight_updates() -> None:
+    """A no-grad read scores chunks through `projected_keys`, kept up to date by `write`. After every kind
+    of state change it must read what the training path (scores through the weights) reads."""
+    torch.manual_seed(0)
+    m = em.make("hcam", dim=8, batch_size=3, chunk_size=4, topk=2, heads=2, max_chunks=5)
+    with torch.no_grad():
+        m.attention.chunk_q.weight.mul_(10.0)  # scores far apart, so a stale key changes the read
+    q = torch.randn(3, 8)
+
+    def check() -> None:
+        with torch.no_grad():
+            fast = m.read(q)
+        with torch.enable_grad():
+            slow = m.read(q)  # the training path: scores through the weights
+        with torch.no_grad():  # the invariant behind it: every chunk's key, projected with today's weights
+            torch.testing.assert_close(m.projected_keys, m.attention.project_keys(m.keys), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast.output, slow.output.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast.trace["weights"], slow.trace["weights"].detach(), rtol=1e-5, atol=1e-5)
+        assert torch.equal(fast.trace["indices"], slow.trace["indices"])
+
+    with torch.no_grad():
+        for t in range(30):  # wraps the 5-chunk ring buffer
+            m.write(torch.randn(3, 8), active=torch.tensor([True, t % 3 > 0, True]))
+            if t % 7 == 0:
+                check()
+        m.reset(torch.tensor([False, True, False]))
+        check()
+        for _ in range(9):
+            m.write(torch.randn(3, 8))
+        check()
+        m.attention.chunk_k.weight.mul_(-1.5)  # an optimizer step between rollouts,
+        for _ in range(8):
+            m.write(torch.randn(3, 8))  # then writes before any read
+        check()
+        m.prune(torch.tensor([2, 0]))
+        q = q[[2, 0]]
+        check()
+        saved = {name: getattr(m, name).clone() for name in m.state_names()}  # episode state, no weights
+        saved["projected_keys"].zero_()  # a saved projection is never trusted
+        m.load_state_dict(saved, strict=False)
+        check()
+    m.sequence(torch.randn(2, 6, 8))  # a training window writes keys without projecting them
+    check()
+
+
 @pytest.mark.parametrize("heads,n,entries,tokens,dim", [(1, 4, 5, 3, 16), (2, 2, 3, 2, 8), (4, 8, 4, 8, 8)])
 def test_pcmb_query_side_retrieval_equals_projecting_the_bank(
     heads: int, n: int, entries: int, tokens: int, dim: int

@@ -14,13 +14,19 @@ Efficiency (the known port bug): the ports expand memory to [B, M, Q, C, D] befo
 the selected chunks are index-gathered ([B, Q, k, C, D], never M), and the projections are moved onto the
 query side: chunk scores use `(W_k^T W_q q) . key` and in-chunk logits use `(W_k,h^T W_q,h q) . content`, and
 values are projected after the attention-weighted sum, so memory contents are never projected. A step costs
-O(M*D + k*C*D*H) instead of O(M*C*D) for full attention. Without autograd (rollouts) the two chunk-score
-projections are one cached [E,D] matrix, rebuilt whenever either weight changes.
+O(M*D + k*C*D*H) instead of O(M*C*D) for full attention.
+
+Rollouts (no autograd, one query per row) take `HCAMAttention.read_one`: at batch sizes of a rollout a step is
+bound by memory traffic (each [F,D] weight is read once per step) and by per-op dispatch, not by arithmetic. So
+the memory keeps `projected_keys` [B,M,E] = keys mapped through the fused chunk-score matrix W_k^T W_q / sqrt(F),
+updated by `write` one chunk at a time and rebuilt in full only when the weights change (an optimizer step,
+`load_state_dict`): chunk scores are then one matrix-vector product over M*E numbers with no weight matrix.
+Training reads (autograd on) always score through the weights, so chunk_q and chunk_k get gradients.
 
 Layout: `contents [B, M, C, D]` is a ring buffer of the last `max_chunks` chunks of the current episode
-(oldest overwritten first); `acc [B, C, D]` is the chunk being filled. Streaming `step` reads the completed
-chunks first and then writes the step (read-before-write; the current, incomplete chunk is what the
-`HCAMLayer`'s local self-attention covers). `sequence` gives the same outputs for a whole window at once,
+(oldest overwritten first); `acc [B, C, D]` is the chunk being filled; a row's episode step is
+`n_chunks * C + n_acc`. Streaming `step` reads the completed chunks first and then writes the step
+(read-before-write; the current, incomplete chunk is what the `HCAMLayer`'s local self-attention covers). `sequence` gives the same outputs for a whole window at once,
 with causal chunk masks and episode masks (`reset[b, t]`: episode starts at t).
 """
 
@@ -41,6 +47,11 @@ def chunk_position_encoding(chunk_size: int, dim: int, device: torch.device | No
     """DeepMind's in-chunk encoding: positions C-1 .. 0, timescales 2 .. 1e4, sine half then cosine half."""
     pos = torch.arange(chunk_size - 1, -1, -1, device=device, dtype=torch.float32)
     return sinusoid(pos, dim, min_timescale=2.0, max_timescale=1e4)
+
+
+def _as_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """`x.to(dtype)` without dispatching an op when it is already that dtype (the rollout hot path)."""
+    return x if x.dtype == dtype else x.to(dtype)
 
 
 class HCAMAttention(nn.Module):
@@ -79,23 +90,35 @@ class HCAMAttention(nn.Module):
         self.o = nn.Linear(feature_dim, feature_dim, bias=False)
         pe = chunk_position_encoding(chunk_size, memory_dim) if position_encoding else torch.zeros(0)
         self.register_buffer("pe", pe, persistent=False)
+        self.register_buffer("_zero", torch.zeros(()), persistent=False)
 
     def chunk_scores(self, queries: Tensor, keys: Tensor) -> Tensor:
         """[B,Q,E] x [B,M,D] -> [B,Q,M]: (W_q q).(W_k key)/sqrt(F), computed as (W_k^T W_q q).key."""
         if torch.is_grad_enabled():
             qk = (self.chunk_q(queries) * (1.0 / math.sqrt(self.feature_dim))) @ self.chunk_k.weight  # [B,Q,D]
-        else:  # inference: one [E,D] matrix instead of two, rebuilt whenever either weight changes
-            qk = queries @ self._fused_chunk_weight()
-        return torch.bmm(qk, keys.transpose(1, 2).to(qk.dtype))
+        else:  # inference: one [D,E] matrix instead of two, rebuilt whenever either weight changes
+            qk = F.linear(queries, self._fused_chunk_weight())
+        # keys @ qk^T reads every key row contiguously (a matrix-vector product per row of B)
+        return torch.bmm(keys.to(qk.dtype), qk.transpose(1, 2)).transpose(1, 2)
 
     def _fused_chunk_weight(self) -> Tensor:
-        """W_q^T W_k / sqrt(F), cached and keyed on the weights' storage and in-place version counters."""
-        wq, wk = self.chunk_q.weight, self.chunk_k.weight
-        key = (wq.data_ptr(), wq._version, wk.data_ptr(), wk._version, wq.dtype, wq.device)
+        """W_k^T W_q / sqrt(F) as a [D,E] matrix, cached and keyed on `fused_weight_version()`."""
+        key = self.fused_weight_version()
         if getattr(self, "_fused_key", None) != key:
-            self._fused = (wq.t() @ wk) * (1.0 / math.sqrt(self.feature_dim))
+            wq, wk = self.chunk_q.weight, self.chunk_k.weight
+            self._fused = (wk.t() @ wq) * (1.0 / math.sqrt(self.feature_dim))
             self._fused_key = key
         return self._fused
+
+    def fused_weight_version(self) -> tuple:
+        """Identifies the current chunk-score weights: storage, in-place version counters (an optimizer step
+        or `load_state_dict` bumps them), dtype and device. Cheap: no arithmetic."""
+        wq, wk = self.chunk_q.weight, self.chunk_k.weight
+        return (wq.data_ptr(), wq._version, wk.data_ptr(), wk._version, wq.dtype, wq.device)
+
+    def project_keys(self, keys: Tensor) -> Tensor:
+        """keys [...,D] -> [...,E] such that score = projected . query equals `chunk_scores` (inference only)."""
+        return keys.to(self.chunk_q.weight.dtype) @ self._fused_chunk_weight()
 
     def forward(
         self,
@@ -130,10 +153,10 @@ class HCAMAttention(nn.Module):
         sel_valid = top > lowest
         # softmax over the k selected only; unreadable picks get exactly zero weight (all-zero rows if none)
         weights = torch.softmax(top, dim=-1) * sel_valid
-        bidx = torch.arange(B, device=queries.device)[:, None, None]
         if content_mask is None:
-            out = self._read_selected(queries, contents, bidx, idx, weights)
+            out = self._read_selected(queries, contents, idx, weights)
             return ReadResult(out, {"indices": idx, "weights": weights, "selected_valid": sel_valid})
+        bidx = torch.arange(B, device=queries.device)[:, None, None]
         chunks = contents[bidx, idx]  # [B,Q,k,C,D] index gather, never [B,M,Q,C,D]
         if self.position_encoding:
             chunks = chunks + self.pe.to(chunks.dtype)
@@ -151,30 +174,54 @@ class HCAMAttention(nn.Module):
         out = self.o(vals)
         return ReadResult(out, {"indices": idx, "weights": weights, "selected_valid": sel_valid})
 
-    def _read_selected(self, queries: Tensor, contents: Tensor, bidx: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
-        """Attention inside the selected chunks (all positions valid) as a few batched matmuls (no einsum
-        dispatch); the chunk weights are folded into the in-chunk attention weights before the single
-        attention-weighted sum over the k*C gathered steps."""
-        B, Q, _ = queries.shape
+    def read_one(
+        self, query: Tensor, projected_keys: Tensor, contents: Tensor, chunk_mask: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The rollout read: one query per row, no autograd, every in-chunk position valid. Same result as
+        `forward(query[:, None], keys, contents, chunk_mask)` (up to float rounding) in fewer ops and without
+        the chunk-score weights: at rollout batch sizes a step is bound by memory traffic and per-op
+        dispatch, not arithmetic.
+
+        query [B,E], projected_keys [B,M,E] = `project_keys(keys)`, contents [B,M,C,D], chunk_mask [B,M] bool.
+        Returns output [B,F], indices [B,k], weights [B,k], selected_valid [B,k].
+        """
+        B, M = chunk_mask.shape
+        k = min(self.topk, M)
+        scores = torch.bmm(_as_dtype(projected_keys, query.dtype), query[:, :, None]).view(B, M)
+        lowest = torch.finfo(scores.dtype).min  # as in `forward`: unreadable chunks are picked last
+        top, idx = torch.where(chunk_mask, scores, lowest).topk(k, dim=-1)
+        sel_valid = top > lowest
+        weights = torch.softmax(top, dim=-1) * sel_valid
+        return self._read_selected(query, contents, idx, weights), idx, weights, sel_valid
+
+    def _read_selected(self, queries: Tensor, contents: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
+        """Attention inside the selected chunks (all positions valid) for n = B*Q query rows: queries [B,(Q,)E],
+        idx and weights [B,(Q,)k] -> [B,(Q,)F].
+
+        A few batched matmuls, no einsum dispatch; the chunk weights are folded into the in-chunk attention
+        weights before the single attention-weighted sum over the k*C gathered steps, and values are
+        projected after it. Every weight matrix is read once per step."""
         k, H, Fd = idx.shape[-1], self.heads, self.feature_dim
         dh = Fd // H
-        C, D = contents.shape[2], contents.shape[3]
-        n = B * Q
-        M = contents.shape[1]
-        flat = (idx + bidx * M).reshape(-1)  # index gather, never [B,M,Q,C,D]
-        chunks = contents.reshape(B * M, C, D).index_select(0, flat).view(n, k, C, D)
+        B, M, C, D = contents.shape
+        n = idx.numel() // k
+        flat = idx.reshape(-1)
+        if B > 1:  # row b's chunk m sits at b*M + m of the flattened contents
+            flat = flat + (torch.arange(B, device=idx.device) * M).repeat_interleave(n // B * k)
+        chunks = contents.reshape(B * M, C, D).index_select(0, flat)  # index gather, never [B,M,Q,C,D]
         if self.position_encoding:
-            chunks = chunks + self.pe.to(chunks.dtype)
+            chunks += _as_dtype(self.pe, chunks.dtype)  # in place on the gathered copy
         chunks = chunks.view(n, k * C, D)
         qh = F.linear(queries, self.q.weight).view(n, H, dh).transpose(0, 1)  # [H,n,dh]
-        wk = self.k.weight.view(H, dh, D)
-        qk = torch.bmm(qh, wk).transpose(0, 1) * (1.0 / math.sqrt(dh))  # [n,H,D] = W_k,h^T W_q,h q / sqrt(dh)
+        # [n,H,D] = W_k,h^T W_q,h q / sqrt(dh); beta=0 ignores the (0-dim) input, alpha applies the scale
+        qk = torch.baddbmm(self._zero, qh, self.k.weight.view(H, dh, D), beta=0.0, alpha=1.0 / math.sqrt(dh))
+        qk = qk.transpose(0, 1)
         logits = torch.bmm(qk, chunks.transpose(1, 2)).view(n, H, k, C)
         attn = torch.softmax(logits, dim=-1) * weights.reshape(n, 1, k, 1)  # in-chunk softmax x chunk weight
         ctx = torch.bmm(attn.view(n, H, k * C), chunks)  # [n,H,D]: chunk-weighted sum before projecting values
         # W_v,h @ ctx_h^T reads the weight rows contiguously; [H,dh,n] -> [n,H*dh] is a view when n == 1
         vals = torch.bmm(self.v.weight.view(H, dh, D), ctx.permute(1, 2, 0)).permute(2, 0, 1)
-        return F.linear(vals.reshape(B, Q, Fd), self.o.weight)
+        return F.linear(vals.reshape(*queries.shape[:-1], Fd), self.o.weight)
 
 
 @MEMORIES.register("hcam")
@@ -220,48 +267,91 @@ class HCAM(Memory):
         B, M, C = batch_size, max_chunks, chunk_size
         self._add_state("contents", torch.zeros(B, M, C, dim))
         self._add_state("keys", torch.zeros(B, M, dim))
+        # keys mapped through the fused chunk-score weight, kept up to date by `write` so an inference read
+        # scores the chunks without reading a weight matrix; valid while `_projected_for` names the current
+        # weights (None: rebuilt in full at the next inference read). Zero rows stay consistent with zero keys.
+        self._add_state("projected_keys", torch.zeros(B, M, self.query_dim))
+        self._projected_for: tuple | None = None
         self._add_state("chunk_valid", torch.zeros(B, M, dtype=torch.bool), False)
         self._add_state("chunk_ord", torch.zeros(B, M, dtype=torch.long), -1)
         self._add_state("chunk_t", torch.zeros(B, M, dtype=torch.long), -1)
         self._add_state("acc", torch.zeros(B, C, dim))
         self._add_state("n_acc", torch.zeros(B, dtype=torch.long))
         self._add_state("n_chunks", torch.zeros(B, dtype=torch.long))
-        self._add_state("t", torch.zeros(B, dtype=torch.long))
 
     # ------------------------------------------------------------------ streaming
     def write(self, x: Tensor, active: Tensor | None = None) -> dict[str, Tensor]:
         """Append one step x [B,D]; rows with active=False neither write nor advance."""
-        B, C, M = self.batch_size, self.chunk_size, self.max_chunks
-        x = self._store(x).to(self.acc.dtype)
-        rows = torch.arange(B, device=x.device)
-        n = self.n_acc  # always in [0, C)
-        if active is None:  # the common rollout case, with fewer ops
+        C, M = self.chunk_size, self.max_chunks
+        x = _as_dtype(self._store(x) if x.requires_grad else x, self.acc.dtype)
+        rows = self._row_index()
+        n = self.n_acc  # always in [0, C) between calls
+        if active is None:  # the common rollout case: as few ops as possible, most steps complete no chunk
             self.acc[rows, n] = x
             completes = n == C - 1
+            self.n_acc = n + 1
         else:
             self.acc[rows, n] = torch.where(active[:, None], x, self.acc[rows, n])
             completes = active & (n == C - 1)
+            self.n_acc = n + active
         if bool(completes.any()):
             done = completes.nonzero().flatten()
             slot = self.n_chunks[done] % M
             chunk = self.acc[done]
+            key = chunk.mean(dim=1)
             self.contents[done, slot] = chunk
-            self.keys[done, slot] = chunk.mean(dim=1)
+            self.keys[done, slot] = key
+            self._project_written_keys(done, slot, key)
             self.chunk_valid[done, slot] = True
             self.chunk_ord[done, slot] = self.n_chunks[done]
-            self.chunk_t[done, slot] = self.t[done] - (C - 1)
+            self.chunk_t[done, slot] = self.n_chunks[done] * C  # episode step of the chunk's first entry
             self.acc[done] = 0.0
-        self.n_chunks += completes
-        if active is None:
-            self.n_acc = (n + 1) % C
-            self.t += 1
-        else:
-            self.n_acc = torch.where(active, (n + 1) % C, n)
-            self.t += active
+            self.n_acc[done] = 0
+            self.n_chunks = self.n_chunks + completes
         return {"chunk_written": completes}
+
+    @property
+    def t(self) -> Tensor:
+        """[B] steps written in each row's current episode (every step fills one accumulator slot)."""
+        return self.n_chunks * self.chunk_size + self.n_acc
+
+    def _row_index(self) -> Tensor:
+        """arange(B) on the state's device, cached (batch size and device change only on prune/resize/to)."""
+        rows = getattr(self, "_rows_cache", None)
+        if rows is None or rows.numel() != self.batch_size or rows.device != self.acc.device:
+            rows = self._rows_cache = torch.arange(self.batch_size, device=self.acc.device)
+        return rows
+
+    def _project_written_keys(self, rows: Tensor, slots: Tensor, keys: Tensor) -> None:
+        """Keep `projected_keys` in step with a chunk write, or mark it stale if the weights changed."""
+        if self._projected_for is None:
+            return
+        if self._projected_for != self.attention.fused_weight_version():
+            self._projected_for = None
+            return
+        with torch.no_grad():
+            self.projected_keys[rows, slots] = self.attention.project_keys(keys).to(self.projected_keys.dtype)
+
+    def _current_projected_keys(self) -> Tensor:
+        """`projected_keys`, rebuilt from all keys when the weights changed since it was last kept up to date."""
+        version = self.attention.fused_weight_version()
+        if self._projected_for != version:
+            self.projected_keys = self.attention.project_keys(self.keys).to(self.projected_keys.dtype)
+            self._projected_for = version
+        return self.projected_keys
 
     def read(self, query: Tensor) -> ReadResult:
         """query [B,E] or [B,Q,E] over the completed chunks of each row's current episode."""
+        if query.dim() == 2 and not torch.is_grad_enabled():
+            # Rollouts: scores through the projected keys (same as through the weights up to float rounding,
+            # one weight matrix fewer per step) and the single-query read.
+            out, idx, weights, sel_valid = self.attention.read_one(
+                query, self._current_projected_keys(), self.contents, self.chunk_valid
+            )
+            trace = {"indices": idx, "weights": weights, "selected_valid": sel_valid}
+            trace["chunk_start_t"] = self.chunk_t.gather(1, idx)
+            trace["occupancy"] = self.chunk_valid.sum(1)
+            return ReadResult(out, trace)
         squeeze = query.dim() == 2
         q = query[:, None] if squeeze else query
         r = self.attention(q, self.keys, self.contents, self.chunk_valid)
@@ -278,6 +368,10 @@ class HCAM(Memory):
         r = self.read(x if query is None else query)
         self.write(x, active)
         return r
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self._projected_for = None  # projected with the saver's weights, which may not be ours
 
     # ------------------------------------------------------------------ sequence mode
     def timeline(self, T: int, reset: Tensor | None) -> dict[str, Tensor]:
@@ -383,8 +477,6 @@ class HCAM(Memory):
         B, T = completes.shape
         C, M = self.chunk_size, self.max_chunks
         ep_last = tl["ep_start"][:, -1]
-        carried_last = tl["carried"][:, -1]
-        t0 = self.t.clone()
         self.reset(tl["reset"].any(1))
         final_count = base[:, -1] + in_ep[:, -1]
         keep = sel_valid & (new_ep == ep_last[:, None]) & (new_ord >= (final_count - M)[:, None])
@@ -394,13 +486,14 @@ class HCAM(Memory):
         def put(buf: Tensor, val: Tensor) -> Tensor:
             ext = torch.cat([buf, buf[:, :1]], 1)
             ext[bidx, slot] = val.to(buf.dtype)
-            return ext[:, :M]
+            return ext[:, :M].contiguous()  # contiguous state: rollout reads gather from it without copying
 
         self.contents = put(self.contents, new_contents)
         self.keys = put(self.keys, new_keys)
         self.chunk_valid = put(self.chunk_valid, torch.ones_like(sel_valid))
         self.chunk_ord = put(self.chunk_ord, new_ord)
         self.chunk_t = put(self.chunk_t, new_t)
+        self._projected_for = None  # the window wrote keys without projecting them
         n_final = (tl["i_t"][:, -1] + 1) % C
         j = torch.arange(C, device=S.device)
         src = (C + T - n_final)[:, None] + j[None]
@@ -408,7 +501,6 @@ class HCAM(Memory):
         self.acc = (acc * (j[None] < n_final[:, None])[..., None]).to(self.acc.dtype)
         self.n_acc = n_final
         self.n_chunks = final_count
-        self.t = torch.where(carried_last, t0 + T, T - ep_last)
 
 
 class _LocalAttention(nn.Module):
