@@ -26,8 +26,9 @@ Training reads (autograd on) always score through the weights, so chunk_q and ch
 Layout: `contents [B, M, C, D]` is a ring buffer of the last `max_chunks` chunks of the current episode
 (oldest overwritten first); `acc [B, C, D]` is the chunk being filled; a row's episode step is
 `n_chunks * C + n_acc`. Streaming `step` reads the completed chunks first and then writes the step
-(read-before-write; the current, incomplete chunk is what the `HCAMLayer`'s local self-attention covers). `sequence` gives the same outputs for a whole window at once,
-with causal chunk masks and episode masks (`reset[b, t]`: episode starts at t).
+(read-before-write; the current, incomplete chunk is what the `HCAMLayer`'s local self-attention
+covers). `sequence` gives the same outputs for a whole window at once, with causal chunk masks and
+episode masks (`reset[b, t]`: episode starts at t).
 """
 
 from __future__ import annotations
