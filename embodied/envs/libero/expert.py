@@ -31,11 +31,11 @@ RIM_GRASP_DEPTH = 0.015  # m, grasp point below the rim top
 CORRIDOR = 0.10  # m, half-width of the strip along the carry path whose objects the held object must clear
 
 
-def _box_segment_distance(lo: np.ndarray, hi: np.ndarray, a: np.ndarray, b: np.ndarray, n: int = 32) -> float:
-    """Distance in the plane from the box [lo, hi] to the segment a-b (sampled: n+1 points suffice here)."""
+def _box_path_distances(lo: np.ndarray, hi: np.ndarray, a: np.ndarray, b: np.ndarray, n: int = 32) -> np.ndarray:
+    """Distances in the plane from the box [lo, hi] to n+1 evenly spaced points of the segment a-b."""
     pts = a[None] + np.linspace(0.0, 1.0, n + 1)[:, None] * (b - a)[None]
     gap = np.maximum(np.maximum(lo[None] - pts, pts - hi[None]), 0.0)
-    return float(np.sqrt((gap**2).sum(1)).min())
+    return np.sqrt((gap**2).sum(1))
 
 
 class ExpertError(RuntimeError):
@@ -51,6 +51,7 @@ class PickPlaceExpert:
         self.carry_clearance = carry_clearance
         self.phase = "approach"
         self.phase_steps = 0
+        self._trail: list[np.ndarray] = []  # end-effector positions in the current phase
         inner = env.sim.env
         goals = inner.parsed_problem["goal_state"]
         if len(goals) != 1 or goals[0][0].lower() not in SUPPORTED_PREDICATES:
@@ -115,7 +116,7 @@ class PickPlaceExpert:
                 if o_hi[2] < hi[2] - 0.02:  # lower than the rim: the hand passes over it
                     continue
                 for side, p in sides.items():
-                    clearance[side] = min(clearance[side], _box_segment_distance(o_lo[:2], o_hi[:2], p, p, n=0))
+                    clearance[side] = min(clearance[side], float(_box_path_distances(o_lo[:2], o_hi[:2], p, p, n=0)[0]))
             self._rim_side = max(sides, key=lambda side: (clearance[side], -side))  # tie: y_min
         return self._rim_side
 
@@ -147,8 +148,9 @@ class PickPlaceExpert:
 
     def carry_height(self) -> float:
         """Travel height, fixed once before the object is lifted: the held object's bottom clears, by
-        `carry_clearance`, every object whose footprint lies within `CORRIDOR` of the straight path from
-        the object to the target (a tall cabinet across the table does not matter)."""
+        `carry_clearance`, every object whose footprint the straight path from the object to the target
+        comes within `CORRIDOR` of *while moving towards it* (a tall cabinet across the table, or one beside
+        the start that the path leaves behind, does not matter: the object is lifted straight up)."""
         if self._carry is None:
             lo, hi = self.collision_box(self.obj_name)
             start, end = 0.5 * (lo[:2] + hi[:2]), self.target_pos()[:2]
@@ -157,7 +159,8 @@ class PickPlaceExpert:
                 if name == self.obj_name or not len(self._geoms[name]):
                     continue
                 o_lo, o_hi = self.collision_box(name)
-                if _box_segment_distance(o_lo[:2], o_hi[:2], start, end) < CORRIDOR:
+                d = _box_path_distances(o_lo[:2], o_hi[:2], start, end)
+                if d.min() < CORRIDOR and d.min() < d[0] - 1e-3:
                     tops.append(o_hi[2])
             self._carry = max(tops) + (hi[2] - lo[2]) + self.carry_clearance
         return self._carry
@@ -172,6 +175,13 @@ class PickPlaceExpert:
 
     def _next(self, phase: str) -> None:
         self.phase, self.phase_steps = phase, 0
+        self._trail = []
+
+    def _stalled(self, window: int = 10, tol: float = 0.002) -> bool:
+        """The hand moved less than `tol` over the last `window` steps (at a reach or joint limit)."""
+        if len(self._trail) <= window:
+            return False
+        return float(np.linalg.norm(self._trail[-1] - self._trail[-1 - window])) < tol
 
     def act(self) -> np.ndarray:
         eef = np.asarray(self.env.robot_state()[:3], dtype=np.float64)
@@ -193,10 +203,14 @@ class PickPlaceExpert:
             target_top = self.collision_box(targets[0])[1][2] if targets else tgt[2]
             release_z = obj[2] + target_top - lo[2] + 0.02  # body origin when its bottom is 2 cm above
         self.phase_steps += 1
+        self._trail.append(eef)
         p = self.phase
         if p == "approach":
             a, err = self._move(eef, np.array([grasp_xy[0], grasp_xy[1], max(carry, grasp_z + 0.08)]), -1.0)
-            if np.linalg.norm(eef[:2] - grasp_xy) < 0.01 or self.phase_steps > 120:
+            # A high travel height can be out of reach over the object: once the hand stops within
+            # 3 cm, descend, which also closes the remaining horizontal gap.
+            off = np.linalg.norm(eef[:2] - grasp_xy)
+            if off < 0.01 or (off < 0.03 and self._stalled()) or self.phase_steps > 120:
                 self._next("descend")
         elif p == "descend":
             a, err = self._move(eef, np.array([grasp_xy[0], grasp_xy[1], grasp_z]), -1.0)
