@@ -15,6 +15,7 @@ import pytest
 import embodied.envs.libero as libero_pkg
 from embodied.envs.libero import PROTOCOLS, SUITES, get_protocol, libero_available, read_libero_hdf5
 from embodied.envs.libero.env import INSTRUCTION_CHARSET, LiberoEnv, quat2axisangle
+from embodied.envs.libero.expert import in_carry_corridor
 
 needs_libero = pytest.mark.skipif(not libero_available(),
                                   reason="LIBERO not installed (pip install embodied[libero])")
@@ -232,15 +233,30 @@ def test_episode_does_not_depend_on_the_episodes_before_it() -> None:
     np.testing.assert_array_equal(first, again)
 
 
+def test_carry_corridor_counts_only_footprints_the_path_moves_towards() -> None:
+    start, end = np.array([0.0, 0.0]), np.array([0.4, 0.0])
+    box = lambda x0, x1, y0, y1: (np.array([x0, y0]), np.array([x1, y1]))  # noqa: E731
+    assert in_carry_corridor(*box(0.15, 0.25, 0.05, 0.3), start, end)  # beside the middle of the path
+    assert in_carry_corridor(*box(0.35, 0.5, -0.3, -0.08), start, end)  # beside the target
+    assert not in_carry_corridor(*box(-0.3, -0.05, -0.2, 0.2), start, end)  # behind the start
+    assert not in_carry_corridor(*box(-0.1, 0.05, 0.04, 0.3), start, end)  # beside the start, left behind
+    assert not in_carry_corridor(*box(0.15, 0.25, 0.2, 0.4), start, end)  # 20 cm off the path
+
+
 @pytest.mark.libero
 @needs_libero
-def test_expert_rim_grasps_a_bowl_onto_the_plate_in_libero_spatial() -> None:
+@pytest.mark.parametrize("task_id, init_state", [
+    (3, 2),  # bowl on the cookie box
+    (6, 0),  # bowl beside the cabinet: the carry height must ignore the cabinet the path leaves behind
+    (9, 1),  # bowl on the cabinet: the hand stalls short of the travel height above it and must descend
+])
+def test_expert_rim_grasps_a_bowl_onto_the_plate_in_libero_spatial(task_id: int, init_state: int) -> None:
     """libero_spatial moves hollow bowls: the expert pinches the rim (a centre grasp holds nothing).
     Physics only (the expert reads poses, not images)."""
     import embodied
 
-    env = embodied.envs.make("libero", suite="libero_spatial", task_id=3, cameras=(), fast_render=True)
-    env.reset(seed=0, options={"init_state": 2})
+    env = embodied.envs.make("libero", suite="libero_spatial", task_id=task_id, cameras=(), fast_render=True)
+    env.reset(seed=0, options={"init_state": init_state})
     assert not env.unwrapped.success
     done, info = False, {}
     while not done:

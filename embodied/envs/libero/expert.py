@@ -38,6 +38,14 @@ def _box_path_distances(lo: np.ndarray, hi: np.ndarray, a: np.ndarray, b: np.nda
     return np.sqrt((gap**2).sum(1))
 
 
+def in_carry_corridor(lo: np.ndarray, hi: np.ndarray, start: np.ndarray, end: np.ndarray) -> bool:
+    """Whether the straight carry path start-end passes within `CORRIDOR` of the footprint [lo, hi] while
+    moving towards it. The object is lifted straight up first, so a footprint that the path only leaves
+    behind (a cabinet beside the start) is no obstacle."""
+    d = _box_path_distances(lo, hi, start, end)
+    return bool(d.min() < CORRIDOR and d.min() < d[0] - 1e-3)
+
+
 class ExpertError(RuntimeError):
     """The task is not a single pick-and-place the expert knows how to solve."""
 
@@ -148,9 +156,8 @@ class PickPlaceExpert:
 
     def carry_height(self) -> float:
         """Travel height, fixed once before the object is lifted: the held object's bottom clears, by
-        `carry_clearance`, every object whose footprint the straight path from the object to the target
-        comes within `CORRIDOR` of *while moving towards it* (a tall cabinet across the table, or one beside
-        the start that the path leaves behind, does not matter: the object is lifted straight up)."""
+        `carry_clearance`, every object `in_carry_corridor` of the straight path from the object to the
+        target (a tall cabinet across the table, or one beside the start, does not matter)."""
         if self._carry is None:
             lo, hi = self.collision_box(self.obj_name)
             start, end = 0.5 * (lo[:2] + hi[:2]), self.target_pos()[:2]
@@ -159,8 +166,7 @@ class PickPlaceExpert:
                 if name == self.obj_name or not len(self._geoms[name]):
                     continue
                 o_lo, o_hi = self.collision_box(name)
-                d = _box_path_distances(o_lo[:2], o_hi[:2], start, end)
-                if d.min() < CORRIDOR and d.min() < d[0] - 1e-3:
+                if in_carry_corridor(o_lo[:2], o_hi[:2], start, end):
                     tops.append(o_hi[2])
             self._carry = max(tops) + (hi[2] - lo[2]) + self.carry_clearance
         return self._carry
