@@ -26,10 +26,10 @@ def __getattr__(name: str) -> Any:  # lazy: env.py is light, but keep the packag
         from embodied.envs.libero import env
 
         return getattr(env, name)
-    if name == "PickPlaceExpert":
-        from embodied.envs.libero.expert import PickPlaceExpert
+    if name in ("TaskExpert", "PickPlaceExpert", "ExpertError", "pick_place_goals"):
+        from embodied.envs.libero import expert
 
-        return PickPlaceExpert
+        return getattr(expert, name)
     raise AttributeError(name)
 
 

@@ -327,8 +327,8 @@ class LiberoEnv(gym.Env):
     # ------------------------------------------------------------------ expert
     def expert_action(self) -> np.ndarray:
         """Scripted pick-and-place action from privileged object poses (see `expert.py`)."""
-        from embodied.envs.libero.expert import PickPlaceExpert
+        from embodied.envs.libero.expert import TaskExpert
 
         if self._expert is None:
-            self._expert = PickPlaceExpert(self)
+            self._expert = TaskExpert(self)
         return self._expert.act()

@@ -1,18 +1,20 @@
 """A scripted pick-and-place expert that reads privileged object poses from the simulator.
 
-It solves tasks whose BDDL goal is one `in`/`on` predicate (libero_object: "pick up the X and
-place it in the basket"; libero_spatial: "pick up the black bowl ... and place it on the plate").
+It solves tasks whose BDDL goal is a conjunction of `in`/`on` predicates (libero_object: "pick up the X
+and place it in the basket"; libero_spatial: "pick up the black bowl ... and place it on the plate";
+libero_10: "put both the alphabet soup and the tomato sauce in the basket"): `TaskExpert` runs one
+`PickPlaceExpert` per predicate, in the BDDL's order.
 It reads the goal from the parsed BDDL problem, the object poses from MuJoCo body positions and the
 boxes of their collision geoms, and drives the OSC_POSE controller with proportional end-effector deltas:
 
     above grasp point -> descend -> close gripper -> lift -> above target -> lower -> open -> retreat
 
-Solid objects are grasped at the top; bowls at the rim, on the side away from tall neighbours.
+Solid objects are grasped at the top; bowls and mugs at the rim, on the side away from tall neighbours.
 
     env = gymnasium.make("embodied/Libero-v0", suite="libero_object", task_id=0)
     obs, info = env.reset(seed=0)
     while True:
-        obs, r, terminated, truncated, info = env.step(env.unwrapped.expert_action())
+        obs, r, terminated, truncated, info = env.step(env.unwrapped.expert_action())  # a TaskExpert
         if terminated or truncated:
             break
 """
@@ -24,8 +26,9 @@ from typing import Any
 import numpy as np
 
 SUPPORTED_PREDICATES = ("in", "on")
-# Hollow objects are pinched at the rim (a closed gripper above a bowl's centre holds nothing).
-RIM_GRASP_CATEGORIES = ("bowl",)
+# Hollow objects are pinched at the rim (a closed gripper above a bowl's centre holds nothing,
+# one above a mug's centre lands on its rim and tips it).
+RIM_GRASP_CATEGORIES = ("bowl", "mug")
 RIM_INSET = 0.006  # m, from the outer edge of the rim to the middle of its wall
 RIM_GRASP_DEPTH = 0.015  # m, grasp point below the rim top
 CORRIDOR = 0.10  # m, half-width of the strip along the carry path whose objects the held object must clear
@@ -47,25 +50,59 @@ def in_carry_corridor(lo: np.ndarray, hi: np.ndarray, start: np.ndarray, end: np
 
 
 class ExpertError(RuntimeError):
-    """The task is not a single pick-and-place the expert knows how to solve."""
+    """The task is not a pick-and-place the expert knows how to solve."""
+
+
+def pick_place_goals(env: Any) -> list[tuple[str, str]]:
+    """The (object, target) pairs of the task's BDDL goal, in order; `ExpertError` when the goal has a
+    predicate other than in/on (open a drawer, turn on the stove, ...)."""
+    goals = env.sim.env.parsed_problem["goal_state"]
+    if not goals or any(g[0].lower() not in SUPPORTED_PREDICATES or len(g) != 3 for g in goals):
+        raise ExpertError(f"expert handles in/on goals only, got {goals}")
+    return [(g[1], g[2]) for g in goals]
+
+
+class TaskExpert:
+    """Stateful scripted policy for one episode (build a new one after each reset): one
+    `PickPlaceExpert` per in/on goal, each started once the previous one has let go and backed off."""
+
+    def __init__(self, env: Any, **kwargs: Any) -> None:
+        self.stages = [PickPlaceExpert(env, goal=goal, **kwargs) for goal in pick_place_goals(env)]
+        self.stage = 0
+
+    @property
+    def current(self) -> PickPlaceExpert:
+        return self.stages[self.stage]
+
+    def act(self) -> np.ndarray:
+        if self.current.finished and self.stage + 1 < len(self.stages):
+            self.stage += 1
+        return self.current.act()
 
 
 class PickPlaceExpert:
-    """Stateful scripted policy for one episode (build a new one after each reset)."""
+    """Scripted pick-and-place of one object onto or into one target (by default the task's only goal)."""
 
-    def __init__(self, env: Any, gain: float = 12.0, carry_clearance: float = 0.12) -> None:
+    RETREAT_STEPS = 15  # steps backing off after the release before the next stage may start
+    MAX_REGRASPS = 2  # new approaches after a lift that left the object behind
+
+    def __init__(self, env: Any, goal: tuple[str, str] | None = None, gain: float = 12.0,
+                 carry_clearance: float = 0.12) -> None:
         self.env = env
         self.gain = gain
         self.carry_clearance = carry_clearance
         self.phase = "approach"
         self.phase_steps = 0
         self._trail: list[np.ndarray] = []  # end-effector positions in the current phase
+        self._grasp_z = (0.0, 0.0)  # object and hand heights when the gripper closed
+        self.regrasps = 0
         inner = env.sim.env
-        goals = inner.parsed_problem["goal_state"]
-        if len(goals) != 1 or goals[0][0].lower() not in SUPPORTED_PREDICATES:
-            raise ExpertError(f"expert handles one in/on goal, got {goals}")
-        _, self.obj_name, target = goals[0]
-        self.target_name = target
+        if goal is None:
+            goals = pick_place_goals(env)
+            if len(goals) != 1:
+                raise ExpertError(f"PickPlaceExpert handles one goal, got {goals}: use TaskExpert")
+            goal = goals[0]
+        self.obj_name, self.target_name = goal
         self._inner = inner
         self._carry: float | None = None
         self.rim_grasp = any(c in self.obj_name for c in RIM_GRASP_CATEGORIES)
@@ -155,10 +192,12 @@ class PickPlaceExpert:
         return float(self.target_pos()[2])
 
     def carry_height(self) -> float:
-        """Travel height, fixed once before the object is lifted: the held object's bottom clears, by
-        `carry_clearance`, every object `in_carry_corridor` of the straight path from the object to the
-        target (a tall cabinet across the table, or one beside the start, does not matter)."""
-        if self._carry is None:
+        """Travel height: the held object's bottom clears, by `carry_clearance`, every object
+        `in_carry_corridor` of the straight path from the object to the target (a tall cabinet across the
+        table, or one beside the start, does not matter). Re-measured every step until the lift, then
+        fixed: some init states (libero_10) start objects inside the table, and the simulator throws
+        them up; they land again during the approach."""
+        if self._carry is None or self.phase in ("approach", "descend", "grasp"):
             lo, hi = self.collision_box(self.obj_name)
             start, end = 0.5 * (lo[:2] + hi[:2]), self.target_pos()[:2]
             tops = [lo[2]]
@@ -226,12 +265,13 @@ class PickPlaceExpert:
             a, _ = self._move(eef, np.array([grasp_xy[0], grasp_xy[1], grasp_z]), 1.0)
             a[:3] = 0.0
             if self.phase_steps >= 12:
+                self._grasp_z = (float(obj[2]), float(eef[2]))
                 self._next("lift")
         elif p == "lift":
             a, err = self._move(eef, np.array([eef[0], eef[1], carry]), 1.0)
             a[:2] = 0.0
             if abs(eef[2] - carry) < 0.02 or self.phase_steps > 60:
-                self._next("transport")
+                self._next("approach" if self._should_regrasp(obj, eef) else "transport")
         elif p == "transport":
             # align the held object (not the hand) over the target
             goal = np.array([eef[0] + tgt[0] - obj[0], eef[1] + tgt[1] - obj[1], carry])
@@ -250,3 +290,19 @@ class PickPlaceExpert:
         else:  # retreat and hold
             a, _ = self._move(eef, np.array([eef[0], eef[1], carry]), -1.0)
         return a
+
+    def _should_regrasp(self, obj: np.ndarray, eef: np.ndarray) -> bool:
+        """The hand rose but the object stayed behind (the fingers closed on nothing, or beside a tall
+        neighbour): approach again, up to `MAX_REGRASPS` times; a rim grasp tries the other side."""
+        obj_rise, hand_rise = obj[2] - self._grasp_z[0], eef[2] - self._grasp_z[1]
+        if hand_rise < 0.05 or obj_rise > 0.5 * hand_rise or self.regrasps >= self.MAX_REGRASPS:
+            return False
+        self.regrasps += 1
+        if self.rim_grasp:
+            self._rim_side = -self.rim_side()
+        return True
+
+    @property
+    def finished(self) -> bool:
+        """Released the object and backed off from it."""
+        return self.phase == "retreat" and self.phase_steps >= self.RETREAT_STEPS
