@@ -8,6 +8,7 @@ It reads the goal from the parsed BDDL problem, the object poses from MuJoCo bod
 boxes of their collision geoms, and drives the OSC_POSE controller with proportional end-effector deltas:
 
     above grasp point -> descend -> close gripper -> lift -> above target -> lower -> open -> retreat
+    (back to "above grasp point" when the lift leaves the object behind, at most twice)
 
 Solid objects are grasped at the top; bowls and mugs at the rim, on the side away from tall neighbours.
 
