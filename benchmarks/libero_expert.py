@@ -19,17 +19,17 @@ from embodied.envs.libero.expert import ExpertError, pick_place_goals
 def run_task(suite: str, task_id: int, init_states: int) -> list[bool] | None:
     """Successes per init state, or None when the task has goals the expert does not script."""
     env = embodied.envs.make("libero", suite=suite, task_id=task_id, cameras=(), fast_render=True)
+    env.reset(seed=0)  # builds the simulator, which parses the task's goal
+    try:
+        pick_place_goals(env.unwrapped)
+    except ExpertError as err:
+        print(f"{suite} task {task_id}: not scripted ({err})", flush=True)
+        env.close()
+        return None
     results = []
     for i in range(init_states):
         start = time.perf_counter()
         env.reset(seed=i, options={"init_state": i})
-        if i == 0:
-            try:
-                pick_place_goals(env.unwrapped)
-            except ExpertError as err:
-                print(f"{suite} task {task_id}: not scripted ({err})", flush=True)
-                env.close()
-                return None
         done, info = False, {}
         while not done:
             _, _, terminated, truncated, info = env.step(env.unwrapped.expert_action())

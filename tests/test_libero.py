@@ -244,6 +244,22 @@ def test_carry_corridor_counts_only_footprints_the_path_moves_towards() -> None:
     assert not in_carry_corridor(*box(0.15, 0.25, 0.2, 0.4), start, end)  # 20 cm off the path
 
 
+def _expert_episode(suite: str, task_id: int, init_state: int) -> tuple[bool, dict[str, Any]]:
+    """One episode of the scripted expert from an init state that is not already a success. Physics only
+    (the expert reads poses, not images). Returns (terminated, last info)."""
+    import embodied
+
+    env = embodied.envs.make("libero", suite=suite, task_id=task_id, cameras=(), fast_render=True)
+    env.reset(seed=0, options={"init_state": init_state})
+    assert not env.unwrapped.success
+    done, info = False, {}
+    while not done:
+        _, _, terminated, truncated, info = env.step(env.unwrapped.expert_action())
+        done = terminated or truncated
+    env.close()
+    return terminated, info
+
+
 def _env_with_goal(goal_state: list[list[str]]) -> Any:
     """The one attribute path `pick_place_goals` reads: env.sim.env.parsed_problem (LIBERO's BDDL parse)."""
     problem = SimpleNamespace(parsed_problem={"goal_state": goal_state})
@@ -269,15 +285,7 @@ def test_pick_place_goals_keep_the_bddl_order_and_refuse_other_predicates() -> N
 ])
 def test_expert_solves_two_object_libero_10_tasks(task_id: int, init_state: int) -> None:
     """libero_10's two-object goals are solved one after the other."""
-    import embodied
-
-    env = embodied.envs.make("libero", suite="libero_10", task_id=task_id, cameras=(), fast_render=True)
-    env.reset(seed=0, options={"init_state": init_state})
-    done, info = False, {}
-    while not done:
-        _, _, terminated, truncated, info = env.step(env.unwrapped.expert_action())
-        done = terminated or truncated
-    env.close()
+    terminated, info = _expert_episode("libero_10", task_id, init_state)
     assert info["is_success"] and terminated, info  # the simulator's check holds only with both placed
     assert info["steps"] < 520  # the libero_10 limit of both protocols
 
@@ -290,18 +298,8 @@ def test_expert_solves_two_object_libero_10_tasks(task_id: int, init_state: int)
     (9, 1),  # bowl on the cabinet: the hand stalls short of the travel height above it and must descend
 ])
 def test_expert_rim_grasps_a_bowl_onto_the_plate_in_libero_spatial(task_id: int, init_state: int) -> None:
-    """libero_spatial moves hollow bowls: the expert pinches the rim (a centre grasp holds nothing).
-    Physics only (the expert reads poses, not images)."""
-    import embodied
-
-    env = embodied.envs.make("libero", suite="libero_spatial", task_id=task_id, cameras=(), fast_render=True)
-    env.reset(seed=0, options={"init_state": init_state})
-    assert not env.unwrapped.success
-    done, info = False, {}
-    while not done:
-        _, _, terminated, truncated, info = env.step(env.unwrapped.expert_action())
-        done = terminated or truncated
-    env.close()
+    """libero_spatial moves hollow bowls: the expert pinches the rim (a centre grasp holds nothing)."""
+    terminated, info = _expert_episode("libero_spatial", task_id, init_state)
     assert info["is_success"] and terminated, info
     assert info["steps"] < 220  # the openvla protocol's libero_spatial limit
 

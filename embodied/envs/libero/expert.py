@@ -272,7 +272,7 @@ class PickPlaceExpert:
             a, err = self._move(eef, np.array([eef[0], eef[1], carry]), 1.0)
             a[:2] = 0.0
             if abs(eef[2] - carry) < 0.02 or self.phase_steps > 60:
-                self._next("approach" if self._should_regrasp(obj, eef) else "transport")
+                self._next("approach" if self._start_regrasp_if_missed(obj, eef) else "transport")
         elif p == "transport":
             # align the held object (not the hand) over the target
             goal = np.array([eef[0] + tgt[0] - obj[0], eef[1] + tgt[1] - obj[1], carry])
@@ -292,9 +292,9 @@ class PickPlaceExpert:
             a, _ = self._move(eef, np.array([eef[0], eef[1], carry]), -1.0)
         return a
 
-    def _should_regrasp(self, obj: np.ndarray, eef: np.ndarray) -> bool:
-        """The hand rose but the object stayed behind (the fingers closed on nothing, or beside a tall
-        neighbour): approach again, up to `MAX_REGRASPS` times; a rim grasp tries the other side."""
+    def _start_regrasp_if_missed(self, obj: np.ndarray, eef: np.ndarray) -> bool:
+        """True (and a regrasp counted) when the hand rose but the object stayed behind (the fingers closed
+        on nothing, or beside a tall neighbour), at most `MAX_REGRASPS` times; a rim grasp switches side."""
         obj_rise, hand_rise = obj[2] - self._grasp_z[0], eef[2] - self._grasp_z[1]
         if hand_rise < 0.05 or obj_rise > 0.5 * hand_rise or self.regrasps >= self.MAX_REGRASPS:
             return False
