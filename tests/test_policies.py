@@ -55,7 +55,8 @@ def test_overfits_expert_episodes(name: str, expert_data) -> None:
 def test_save_load_reproduces_actions(name: str, expert_data, tmp_path) -> None:
     policy = build(name, expert_data, seed=3)
     policy.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json", "model.safetensors", "policy_preprocessor.json", "policy_preprocessor.safetensors"]
     loaded = embodied.policies.from_pretrained(tmp_path)
     ep = expert_data[2][0]
     np.testing.assert_array_equal(replay_actions(policy, ep), replay_actions(loaded, ep))
@@ -71,12 +72,13 @@ def test_gru_reset_of_one_row_leaves_the_others() -> None:
     policy.reset(np.ones(3, dtype=bool))
     for _ in range(3):
         policy.act(obs)
-    before = policy.hidden.clone()
+    before = policy.rollout_state.hidden.clone()
+    assert before.abs().sum() > 0
     policy.reset(np.array([False, True, False]))
-    torch.testing.assert_close(policy.hidden[[0, 2]], before[[0, 2]])
-    assert torch.all(policy.hidden[1] == 0)
+    torch.testing.assert_close(policy.rollout_state.hidden[[0, 2]], before[[0, 2]])
+    assert torch.all(policy.rollout_state.hidden[1] == 0)
     policy.on_envs_pause([0])
-    torch.testing.assert_close(policy.hidden[1], before[2])
+    torch.testing.assert_close(policy.rollout_state.hidden[1], before[2])
 
 
 @pytest.mark.parametrize("name", LEARNING)

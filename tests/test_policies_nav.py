@@ -74,7 +74,8 @@ def test_hcam_save_load_reproduces_actions(expert_data, tmp_path) -> None:
     ep = expert_data[2][0]
     expected = replay(policy, ep)
     policy.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json", "model.safetensors", "policy_preprocessor.json", "policy_preprocessor.safetensors"]
     loaded = embodied.policies.from_pretrained(tmp_path)
     assert type(loaded).__name__ == "HCAMAgentPolicy" and loaded.config.layers == HCAM_KW["layers"]
     np.testing.assert_array_equal(expected, replay(loaded, ep))

@@ -70,7 +70,8 @@ def test_janus_overfits_expert_episodes(vln_data) -> None:
 def test_janus_save_load_reproduces_actions(vln_data, tmp_path) -> None:
     policy = build_janus(vln_data, seed=3)
     policy.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json", "model.safetensors", "policy_preprocessor.json", "policy_preprocessor.safetensors"]
     loaded = embodied.policies.from_pretrained(tmp_path)
     ep = vln_data[2][0]
     np.testing.assert_array_equal(replay_actions(policy, ep), replay_actions(loaded, ep))
@@ -167,7 +168,8 @@ def test_memory_vla_overfits_expert_windows(libero_data) -> None:
 def test_memory_vla_save_load_reproduces_actions(libero_data, tmp_path) -> None:
     policy = build_vla(libero_data, seed=3, sample_seed=7)
     policy.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.json", "model.safetensors", "policy_preprocessor.json", "policy_preprocessor.safetensors"]
     loaded = embodied.policies.from_pretrained(tmp_path)
     ep = libero_data[2][0]
     np.testing.assert_array_equal(replay_actions(policy, ep), replay_actions(loaded, ep))

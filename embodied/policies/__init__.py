@@ -20,6 +20,7 @@ from embodied.policies.janus_vln import JanusVLNPolicy
 from embodied.policies.map_agent import MapAgentPolicy
 from embodied.policies.memory_vla import MemoryVLAPolicy
 from embodied.policies.pretrained import CONFIG_NAME, PolicyConfig, PretrainedPolicy
+from embodied.policies.processor import CheckpointError, PolicyProcessor
 from embodied.policies.recurrent import GRUPolicy, MemorylessPolicy
 from embodied.registry import Registry
 
@@ -47,13 +48,37 @@ def make(name: str, **kwargs: Any) -> Policy:
     return POLICIES.make(name, **kwargs)
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The `pretrained_model` directory behind `path`: that directory itself (it holds config.json),
+    a training step directory (`<step>/pretrained_model`), or a training output directory
+    (`checkpoints/last/pretrained_model`, the newest checkpoint)."""
+    path = Path(path)
+    for candidate in (path, path / "pretrained_model", path / "checkpoints" / "last" / "pretrained_model"):
+        if (candidate / CONFIG_NAME).is_file():
+            return candidate
+    if not path.exists():
+        raise FileNotFoundError(f"policy checkpoint {path}: no such directory")
+    raise CheckpointError(
+        f"policy checkpoint {path}: no {CONFIG_NAME} in it, in {path / 'pretrained_model'}, or in "
+        f"{path / 'checkpoints/last/pretrained_model'} (expected a save_pretrained directory, a training step "
+        "directory or a training output_dir)"
+    )
+
+
 def from_pretrained(directory: str | os.PathLike) -> PretrainedPolicy:
-    """Load a policy saved with `save_pretrained` (config.json + model.safetensors)."""
-    directory = Path(directory)
-    config = json.loads((directory / CONFIG_NAME).read_text())
+    """Load a policy saved with `save_pretrained` or by `embodied-train` (see `resolve_checkpoint`).
+    A missing, corrupt or mismatching file raises `CheckpointError` naming it."""
+    directory = resolve_checkpoint(directory)
+    path = directory / CONFIG_NAME
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(config).__name__}")
     kind = config.pop("type", None)
     if kind not in PRETRAINED:
-        raise ValueError(f"{directory / CONFIG_NAME}: unknown policy type '{kind}'; known: {sorted(PRETRAINED)}")
+        raise CheckpointError(f"{path}: unknown policy type {kind!r}; known: {sorted(PRETRAINED)}")
     return PRETRAINED[kind].from_config_dir(directory, config)
 
 
@@ -65,12 +90,14 @@ __all__ = [
     "EXPERT_KEY",
     "POLICIES",
     "PRETRAINED",
+    "CheckpointError",
     "ExpertPolicy",
     "GRUPolicy",
     "MemorylessPolicy",
     "ObsBatch",
     "Policy",
     "PolicyConfig",
+    "PolicyProcessor",
     "PretrainedPolicy",
     "RandomPolicy",
     "batch_size",
@@ -78,4 +105,5 @@ __all__ = [
     "make",
     "names",
     "register_pretrained",
+    "resolve_checkpoint",
 ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -106,8 +105,8 @@ class TextEncoder(nn.Module):
 class ObservationEncoder(nn.Module):
     """One encoder per observation key; features are concatenated and projected to `dim`.
 
-    Vector inputs are normalised with statistics computed from the training data and
-    stored as buffers, so they are saved with the weights.
+    Inputs arrive preprocessed by `PolicyProcessor` (vector keys already normalised with the
+    training data's statistics, text as token ids); images are scaled here, on the device.
     """
 
     def __init__(self, spec: dict[str, KeySpec], dim: int, vocab_size: int = 2) -> None:
@@ -119,17 +118,11 @@ class ObservationEncoder(nn.Module):
                 self.encoders[key] = ConvEncoder(s.shape[-1], dim)
             elif s.kind == "vector":
                 self.encoders[key] = nn.Sequential(nn.Linear(int(np.prod(s.shape)), dim), nn.GELU())
-                self.register_buffer(f"mean_{key}", torch.zeros(int(np.prod(s.shape))))
-                self.register_buffer(f"std_{key}", torch.ones(int(np.prod(s.shape))))
             elif s.kind == "discrete":
                 self.encoders[key] = nn.Embedding(s.n, dim)
             elif s.kind == "text":
                 self.encoders[key] = TextEncoder(vocab_size, dim)
         self.project = nn.Sequential(nn.Linear(dim * len(spec), dim), nn.LayerNorm(dim))
-
-    def set_stats(self, key: str, mean: np.ndarray, std: np.ndarray) -> None:
-        getattr(self, f"mean_{key}").copy_(torch.as_tensor(mean, dtype=torch.float32).flatten())
-        getattr(self, f"std_{key}").copy_(torch.as_tensor(std, dtype=torch.float32).flatten().clamp(min=1e-6))
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         feats = []
@@ -138,22 +131,8 @@ class ObservationEncoder(nn.Module):
             if s.kind == "image":
                 x = x.float().movedim(-1, 1) / s.scale
             elif s.kind == "vector":
-                x = (x.float().flatten(1) - getattr(self, f"mean_{key}")) / getattr(self, f"std_{key}")
+                x = x.float().flatten(1)
             elif s.kind == "discrete":
                 x = x.long().view(-1)
             feats.append(self.encoders[key](x))
         return self.project(torch.cat(feats, dim=-1))
-
-
-def to_tensors(obs: dict[str, Any], spec: dict[str, KeySpec], tokenizer: WordTokenizer | None,
-               device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """Numpy/str observation batch -> tensors (text through the tokenizer)."""
-    out = {}
-    for key, s in spec.items():
-        if s.kind == "text":
-            if tokenizer is None:
-                raise ValueError(f"observation '{key}' is text but the policy has no tokenizer")
-            out[key] = tokenizer.encode(list(obs[key]), s.n).to(device)
-        else:
-            out[key] = torch.as_tensor(np.asarray(obs[key])).to(device)
-    return out

@@ -133,7 +133,7 @@ class HCAMAgentPolicy(PretrainedPolicy):
             x = layer.sequence(x, reset).output
         return self.norm(x)
 
-    def forward_step(self, feats: torch.Tensor) -> torch.Tensor:
+    def forward_step(self, feats: torch.Tensor, state: Any = None) -> torch.Tensor:
         """One streaming step for every active row: read each layer's memory, then write."""
         if self._rows != len(feats):
             raise RuntimeError("call reset(mask) with one entry per environment before act()")
@@ -141,15 +141,20 @@ class HCAMAgentPolicy(PretrainedPolicy):
         self.last_value = self.value_head(h)[:, 0]
         return self.head(h)
 
-    def forward_window(self, feats: torch.Tensor) -> torch.Tensor:
-        """[B, T, dim] windows that each start an episode -> [B, T, out] (fresh memories)."""
-        out, _ = self.forward_window_value(feats)
+    def forward_window(self, feats: torch.Tensor, episode_start: torch.Tensor | None = None,
+                       state: Any = None) -> torch.Tensor:
+        """[B, T, dim] windows -> [B, T, out] on fresh memories (`episode_start` marks episode starts
+        inside the window; None: only at t = 0)."""
+        out, _ = self.forward_window_value(feats, episode_start)
         return out
 
-    def forward_window_value(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Action outputs [B, T, out] and values [B, T] over episode-start windows."""
+    def forward_window_value(self, feats: torch.Tensor, episode_start: torch.Tensor | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action outputs [B, T, out] and values [B, T] over windows."""
         b, t = feats.shape[:2]
         reset = torch.zeros(b, t, dtype=torch.bool, device=feats.device)
+        if episode_start is not None:
+            reset |= episode_start.to(feats.device)
         reset[:, 0] = True
         with self._scratch_memories(b):
             h = self._trunk_window(feats, reset)

@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from embodied.memory.dual_kv import DualKV, StreamingEncoder
-from embodied.policies.encoders import to_tensors
 from embodied.policies.memory_vla import LanguageBackbone, keep_rows, text_key, vector_encoder
 from embodied.policies.pretrained import PolicyConfig, PretrainedPolicy
 
@@ -156,7 +155,7 @@ class JanusVLNPolicy(PretrainedPolicy):
     def frame_tokens(self, obs: dict[str, Any]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """[M, ...] observations -> semantic and spatial patch tokens [M, P, 3*p*p] and the tensors."""
         spec = {k: s for k, s in self.config.obs_spec.items() if s.kind != "text"}
-        x = to_tensors(obs, spec, None, self.device())
+        x = {k: v.to(self.device()) for k, v in self.processor(obs, list(spec)).items()}
         c = self.config
         rgb = x[c.rgb_key].float() / spec[c.rgb_key].scale
         depth = x[c.depth_key].float()[..., 0]

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from embodied.memory.base import Memory
 from embodied.memory.pcmb import PCMB
 from embodied.policies.diffusion import DDIM, ActionDiT
-from embodied.policies.encoders import PAD, KeySpec, ObservationEncoder, WordTokenizer, to_tensors
+from embodied.policies.encoders import PAD, KeySpec, ObservationEncoder, WordTokenizer
 from embodied.policies.pretrained import PolicyConfig, PretrainedPolicy
 
 # ---------------------------------------------------------------------------------------------- shared parts
@@ -267,7 +267,7 @@ class MemoryVLAPolicy(PretrainedPolicy):
     # ------------------------------------------------------------------ perception
     def _tensors(self, obs: dict[str, Any]) -> dict[str, Tensor]:
         spec = {k: s for k, s in self.config.obs_spec.items() if s.kind != "text"}
-        return to_tensors(obs, spec, None, self.device())
+        return {k: v.to(self.device()) for k, v in self.processor(obs, list(spec)).items()}
 
     def perceive(self, obs: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """[M, ...] observations -> perceptual tokens [M, N, D] and cognitive token [M, Dc]."""

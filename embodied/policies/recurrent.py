@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
 import torch
 from torch import nn
 
+from embodied.memory.state import TensorState
 from embodied.policies.pretrained import PolicyConfig, PretrainedPolicy
 
 
@@ -25,22 +23,18 @@ class MemorylessPolicy(PretrainedPolicy):
         super().__init__(config)
         self.head = _head(config)
 
-    def reset(self, mask: np.ndarray) -> None:  # no state
-        pass
-
-    def on_envs_pause(self, idx: Sequence[int]) -> None:
-        pass
-
-    def forward_step(self, feats: torch.Tensor) -> torch.Tensor:
+    def forward_step(self, feats: torch.Tensor, state: TensorState | None) -> torch.Tensor:
         return self.head(feats)
 
-    def forward_window(self, feats: torch.Tensor) -> torch.Tensor:
+    def forward_window(self, feats: torch.Tensor, episode_start: torch.Tensor | None = None,
+                       state: TensorState | None = None) -> torch.Tensor:
         return self.head(feats)
 
 
 class GRUPolicy(PretrainedPolicy):
-    """A recurrent baseline: one GRU layer over the encoded observations. Its hidden state
-    has one row per active environment; `reset` zeroes rows and `on_envs_pause` drops them."""
+    """A recurrent baseline: one GRU layer over the encoded observations. The hidden state is
+    the rollout state `hidden` [rows, dim]; an episode start zeroes it (inside training windows
+    too, so a window may span an episode boundary)."""
 
     name = "gru"
 
@@ -48,27 +42,36 @@ class GRUPolicy(PretrainedPolicy):
         super().__init__(config)
         self.rnn = nn.GRU(config.dim, config.dim, batch_first=True)
         self.head = _head(config)
-        self.hidden: torch.Tensor | None = None  # [n_envs, dim]
 
-    def reset(self, mask: np.ndarray) -> None:
-        mask_t = torch.as_tensor(np.asarray(mask, dtype=bool))
-        if self.hidden is None or len(self.hidden) != len(mask_t):
-            self.hidden = torch.zeros(len(mask_t), self.config.dim, device=self.device())
-        else:
-            self.hidden[mask_t.to(self.hidden.device)] = 0.0
+    def initial_state(self, batch_size: int) -> TensorState:
+        device = self.device()
+        return TensorState(batch_size).add("hidden", torch.zeros(batch_size, self.config.dim, device=device))
 
-    def on_envs_pause(self, idx: Sequence[int]) -> None:
-        if self.hidden is not None:
-            keep = [i for i in range(len(self.hidden)) if i not in set(idx)]
-            self.hidden = self.hidden[keep]
-
-    def forward_step(self, feats: torch.Tensor) -> torch.Tensor:
-        if self.hidden is None or len(self.hidden) != len(feats):
-            raise RuntimeError("call reset(mask) with one entry per environment before act()")
-        out, h = self.rnn(feats[:, None], self.hidden[None])
-        self.hidden = h[0]
+    def forward_step(self, feats: torch.Tensor, state: TensorState | None) -> torch.Tensor:
+        assert state is not None
+        out, h = self.rnn(feats[:, None], state.hidden[None])
+        state.hidden = h[0]
         return self.head(out[:, 0])
 
-    def forward_window(self, feats: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(feats)
-        return self.head(out)
+    def forward_window(self, feats: torch.Tensor, episode_start: torch.Tensor | None = None,
+                       state: TensorState | None = None) -> torch.Tensor:
+        """[B, T, dim] -> [B, T, out]. Without episode starts after t = 0 the whole window runs as
+        one fused GRU call; otherwise the hidden state is zeroed where an episode begins."""
+        b, t = feats.shape[:2]
+        state = state if state is not None else self.initial_state(b)
+        h = state.hidden
+        if episode_start is None or not bool(episode_start[:, 1:].any()):
+            if episode_start is not None:
+                h = h * (~episode_start[:, :1]).to(h.dtype)
+            out, h_last = self.rnn(feats, h[None])
+            state.hidden = h_last[0]
+            return self.head(out)
+        outs = []
+        keep = (~episode_start).to(feats.dtype)
+        for i in range(t):
+            h = h * keep[:, i : i + 1]
+            o, h_new = self.rnn(feats[:, i : i + 1], h[None])
+            h = h_new[0]
+            outs.append(o)
+        state.hidden = h
+        return self.head(torch.cat(outs, dim=1))
