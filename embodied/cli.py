@@ -66,7 +66,10 @@ def collect_main(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
 def train_main(cfg: DictConfig) -> None:
-    _not_available("train")
+    """Behaviour cloning / DAgger of a learning policy on a dataset (embodied/train/run.py)."""
+    from embodied.train.run import main
+
+    main(cfg)
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="view", version_base="1.3")

@@ -28,7 +28,10 @@ class EvalConfig:
 
 def register_configs() -> None:
     """Register the structured schemas; call before `@hydra.main` runs (idempotent)."""
+    from embodied.train.config import TrainConfig
+
     ConfigStore.instance().store(group="eval", name="eval_schema", node=EvalConfig)
+    ConfigStore.instance().store(group="train", name="train_schema", node=TrainConfig)
 
 
 def component_kwargs(cfg: DictConfig | None) -> tuple[str, dict[str, Any]]:

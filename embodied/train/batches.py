@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from embodied.data import EpisodeSource
+from embodied.data.reader import EpisodeSource
 from embodied.policies.processor import PolicyProcessor
 
 Window = int  # a window is named by the global index of its first frame
@@ -56,8 +56,9 @@ class WindowReader:
             g += n
         sample = _concat(parts)
         valid = len(sample["action"])
+        obs = {k: _pad(v, t_len) for k, v in sample.pop("obs").items()}
         sample = {k: _pad(v, t_len) for k, v in sample.items()}
-        sample["obs"] = {k: _pad(v, t_len) for k, v in sample["obs"].items()}
+        sample["obs"] = obs
         start_flags = np.zeros(t_len, dtype=bool)
         start_flags[:valid] = sample["timestep"][:valid] == 0
         mask = np.arange(t_len) < valid
