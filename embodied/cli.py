@@ -61,7 +61,12 @@ def _not_available(what: str) -> None:
 
 @hydra.main(config_path=CONFIG_PATH, config_name="collect", version_base="1.3")
 def collect_main(cfg: DictConfig) -> None:
-    _not_available("collect")
+    """Record episodes of a policy into a LeRobotDataset v3.0 at `output_dir` (docs/data.md)."""
+    from embodied.data.collect import main
+
+    code = main(cfg)
+    if code:
+        sys.exit(code)
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import embodied.envs.libero as libero_pkg
-from embodied.envs.libero import PROTOCOLS, SUITES, get_protocol, libero_available, read_libero_hdf5
+from embodied.data.libero_hdf5 import read_libero_hdf5
+from embodied.envs.libero import PROTOCOLS, SUITES, get_protocol, libero_available
 from embodied.envs.libero.env import INSTRUCTION_CHARSET, LiberoEnv, quat2axisangle
 from embodied.envs.libero.expert import ExpertError, in_carry_corridor, pick_place_goals
 

@@ -16,7 +16,7 @@ picks other names.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +50,22 @@ class EpisodeSource:
     def num_frames(self) -> int:
         return int(self.episode_lengths.sum())
 
-    def read(self, episode: int, frames: np.ndarray | None = None) -> dict[str, Any]:
+    def read(self, episode: int, frames: np.ndarray | None = None, keys: Sequence[str] | None = None
+             ) -> dict[str, Any]:
         """Frames of one episode (all, or the given frame numbers, in that order): `obs`
-        (key -> [N, ...]; text as an object array of str), `action`, `expert_action` (when
-        stored), `reward` float32, `terminated`/`truncated` bool, `timestep` int64 [N]."""
+        (key -> [N, ...]; text as an object array of str; only `keys` when given), `action`,
+        `expert_action` (when stored), `reward` float32, `terminated`/`truncated` bool,
+        `timestep` int64 [N]."""
         raise NotImplementedError
+
+    def _keys(self, keys: Sequence[str] | None) -> list[str]:
+        names = list(self.observation_space.spaces)
+        if keys is None:
+            return names
+        unknown = sorted(set(keys) - set(names))
+        if unknown:
+            raise KeyError(f"observation keys {unknown} are not in this dataset (it has {names})")
+        return list(keys)
 
     def episode_info(self, episode: int) -> dict[str, Any]:
         """Identity of an episode: seed, scene, init_state, episode_id, metrics (what is known)."""
@@ -237,8 +248,10 @@ class LeRobotSource(EpisodeSource):
             self._tables.move_to_end(path)
         return table
 
-    def read(self, episode: int, frames: np.ndarray | None = None) -> dict[str, Any]:
+    def read(self, episode: int, frames: np.ndarray | None = None, keys: Sequence[str] | None = None
+             ) -> dict[str, Any]:
         frames = self._frames(episode, frames)
+        wanted = self._keys(keys)
         row = self.rows[episode]
         path = self.path / self.info["data_path"].format(chunk_index=row["data/chunk_index"],
                                                          file_index=row["data/file_index"])
@@ -255,7 +268,8 @@ class LeRobotSource(EpisodeSource):
         if got.size and np.any(got != episode):
             raise F.DatasetError(f"{path}: rows for episode {episode} hold episode_index {sorted(set(got))}")
         out: dict[str, Any] = {"obs": {}}
-        for name, fkey in self.keymap.items():
+        for name in wanted:
+            fkey = self.keymap[name]
             if fkey == "task":
                 idx = self._col(rows, "task_index", path)
                 out["obs"][name] = np.array([self.tasks[i] for i in idx], dtype=object)

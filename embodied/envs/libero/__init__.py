@@ -11,7 +11,6 @@ from typing import Any
 import gymnasium as gym
 
 from embodied.envs.libero._loader import INSTALL_HINT, ensure_libero_config, libero_available
-from embodied.envs.libero.hdf5 import read_libero_hdf5
 from embodied.envs.libero.protocol import NUM_TASKS, PROTOCOLS, SUITES, LiberoProtocol, get_protocol
 
 GYM_ID = "embodied/Libero-v0"
@@ -44,5 +43,4 @@ __all__ = [
     "ensure_libero_config",
     "get_protocol",
     "libero_available",
-    "read_libero_hdf5",
 ]
