@@ -70,11 +70,18 @@ def collect_main(cfg: DictConfig) -> None:
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
-def train_main(cfg: DictConfig) -> None:
-    """Behaviour cloning / DAgger of a learning policy on a dataset (embodied/train/run.py)."""
+def _train_app(cfg: DictConfig) -> None:
     from embodied.train.run import main
 
     main(cfg)
+
+
+def train_main() -> None:
+    """Behaviour cloning / DAgger of a learning policy on a dataset (embodied/train/run.py). Under
+    torchrun only rank 0 writes Hydra's files into output_dir; the other ranks write nothing there."""
+    if os.environ.get("RANK", "0") != "0":
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    _train_app()
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="view", version_base="1.3")

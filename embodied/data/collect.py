@@ -20,11 +20,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+
+if TYPE_CHECKING:
+    from embodied.policies.base import Policy
 
 from embodied.data.format import DatasetError
 from embodied.data.video import VideoSettings
@@ -152,9 +155,14 @@ def collect(
     video: VideoSettings | None = None,
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    policy: Policy | None = None,
 ) -> CollectResult:
     """Record episodes 0..episodes-1 (seeds seed..seed+episodes-1) into the dataset at
-    `output_dir`, skipping those already there."""
+    `output_dir`, skipping those already there.
+
+    `policy`: an already built policy to record (DAgger's mixture, say) instead of building
+    `policy_name` with `policy_options` (which then only describe it). The caller then owns
+    what is appended: a dataset collected by another policy accepts the episodes."""
     from embodied import policies
 
     if episodes < 1:
@@ -169,7 +177,7 @@ def collect(
     if (root / "meta" / "info.json").exists():
         writer = DatasetWriter(root, env=env_meta)
         stored = writer.meta.get("collection")
-        if stored is not None and stored != collection:
+        if policy is None and stored is not None and stored != collection:
             raise DatasetError(f"{root / 'meta/embodied.json'}: collected with {stored}, this run asks for "
                                f"{collection}; use the same policy and seed, or another output_dir")
         done_seeds = {s for s in writer.seeds() if s is not None}
@@ -185,8 +193,9 @@ def collect(
             writer = DatasetWriter(root, venv.single_observation_space, venv.single_action_space,
                                    fps=fps or int(venv.metadata.get("render_fps", 10)), env=env_meta,
                                    video=video or VideoSettings(), collection=collection)
-        policy = policies.make(policy_name, observation_space=venv.single_observation_space,
-                               action_space=venv.single_action_space, **policy_options)
+        if policy is None:
+            policy = policies.make(policy_name, observation_space=venv.single_observation_space,
+                                   action_space=venv.single_action_space, **policy_options)
         bar = _progress(len(todo), progress)
         with _StopFlag() as flag:
             def stop() -> bool:

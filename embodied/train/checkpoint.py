@@ -173,3 +173,11 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except Exception as e:  # safetensors raises several types for truncated or garbage files
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+
+
+def read_step(step_dir: Path) -> int:
+    """The step a checkpoint was written at."""
+    info = _read_json(Path(step_dir) / TRAINING_STATE / "training_step.json")
+    if not isinstance(info.get("step"), int):
+        raise CheckpointError(f"{step_dir / TRAINING_STATE / 'training_step.json'}: no integer 'step'")
+    return info["step"]

@@ -20,6 +20,7 @@ import contextlib
 import copy
 import json
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -86,8 +87,10 @@ def train_policy(
     on_step: Callable[[RunState], dict[str, float]] | None = None,
     total_steps: int | None = None,
     resume: bool | None = None,
+    until: int | None = None,
 ) -> int:
-    """Train `policy` up to step `total_steps` (default `cfg.steps`) and return the last step done.
+    """Train `policy` up to step `until` (default: the schedule's end, `total_steps` or `cfg.steps`)
+    and return the last step done. The learning-rate schedule spans `total_steps`.
 
     `resume` (default `cfg.resume`): continue from `output_dir/checkpoints/last` when there is one.
     `on_step(state)` runs on rank 0 after each step (periodic evaluation) and returns metrics to log.
@@ -110,9 +113,10 @@ def train_policy(
             print(f"resumed from {last} at step {step}")
     log = _Log(output_dir / LOG_NAME, step, total, cfg, ctx)
 
+    end = total if until is None else min(until, total)
     stream = batches(step, ctx.rank, ctx.world_size)
     with _Preemption() as preempt:
-        while step < total:
+        while step < end:
             t0 = time.perf_counter()
             batch = next(stream)
             t_data = time.perf_counter() - t0
@@ -126,7 +130,7 @@ def train_policy(
                 metrics.update(on_step(RunState(step, ema or policy, ctx, metrics)))
             log.step(step, metrics)
             stop = ctx.any(preempt.requested)
-            if step % cfg.save_every == 0 or step == total or stop:
+            if step % cfg.save_every == 0 or step == end or stop:
                 _save(output_dir, step, policy, opt, sched, run_config, ema, ctx)
             if stop:
                 if ctx.is_main:
@@ -134,7 +138,20 @@ def train_policy(
                 log.close()
                 raise SystemExit(143)
     log.close()
+    _check_replicas_agree(policy, ctx)
     return step
+
+
+def _check_replicas_agree(policy: PretrainedPolicy, ctx: distributed.Dist) -> None:
+    """After the all-reduced updates every rank must hold the same weights; a mismatch means a
+    rank trained on something else (a bug worth stopping for, not a silent divergence)."""
+    if not ctx.enabled:
+        return
+    local = sum(float(p.detach().double().sum()) for p in policy.parameters())
+    mean = ctx.all_sum(local) / ctx.world_size
+    if ctx.any(abs(local - mean) > 1e-6 * max(1.0, abs(mean))):
+        raise RuntimeError(f"rank {ctx.rank}: weights differ across ranks after training (checksum {local} vs "
+                           f"mean {mean})")
 
 
 def _train_step(model: torch.nn.Module, policy: PretrainedPolicy, batch: dict[str, Any],
@@ -184,7 +201,10 @@ class _Log:
         self.wandb = _wandb(cfg, path.parent) if cfg.wandb_project else None
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+        # A live bar on a terminal; in a log file (CI, SLURM) one line per `log_every` steps instead.
+        self.interactive = sys.stderr.isatty()
+        self.bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True,
+                        disable=not self.interactive)
 
     def step(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -202,6 +222,9 @@ class _Log:
                        "data_fraction": sum(m["data_s"] for m in self.window) / max(step_s, 1e-9)}
             summary.update({k: v for k, v in metrics.items() if k.startswith("eval/")})
             self.bar.set_postfix(loss=f"{summary['loss']:.4f}", samples_s=f"{summary['samples_per_s']:.1f}")
+            if not self.interactive:
+                print(f"step {step}/{self.total}  " + "  ".join(f"{k} {v:.4g}" for k, v in summary.items()),
+                      flush=True)
             if self.tb is not None:
                 for k, v in summary.items():
                     self.tb.add_scalar(k if "/" in k else f"train/{k}", v, step)

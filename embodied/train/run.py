@@ -24,7 +24,7 @@ from embodied.data.reader import EpisodeSource, open_dataset
 from embodied.evaluate import rollout, summarize
 from embodied.policies import PretrainedPolicy
 from embodied.train import distributed
-from embodied.train.batches import WindowReader, make_batches
+from embodied.train.batches import make_batches
 from embodied.train.config import TrainConfig
 from embodied.train.loop import RunState, train_policy
 
@@ -125,9 +125,9 @@ def run(job: Job) -> Path:
             from embodied.train.dagger import run_dagger
 
             return run_dagger(job, source, policy, ctx)
-        reader = WindowReader(source, job.train.window, job.train.burn_in)
-        batches = make_batches(reader, policy.processor, batch_size=job.train.batch_size, seed=job.train.seed,
-                               sampling=job.train.sampling, target="action", num_workers=job.train.num_workers)
+        batches = make_batches(source, policy.processor, window=job.train.window, burn_in=job.train.burn_in,
+                               batch_size=job.train.batch_size, seed=job.train.seed, sampling=job.train.sampling,
+                               target="action", num_workers=job.train.num_workers)
         train_policy(policy, batches, job.train, job.output_dir, job.run_config, ctx,
                      on_step=evaluator(job, source))
         return job.output_dir / "checkpoints" / "last" / "pretrained_model"
