@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Sampler
 
 from embodied.data.reader import EpisodeSource
@@ -57,15 +58,17 @@ class _ToTensors:
     """The collate's transform: the policy's processor on the observations, the target as `action`
     (picklable, so it runs in DataLoader workers)."""
 
-    def __init__(self, processor: PolicyProcessor, target: str) -> None:
-        self.processor, self.target = processor, target
+    def __init__(self, processor: PolicyProcessor, target: str, skip_loss_when: dict[str, int]) -> None:
+        self.processor, self.target, self.skip = processor, target, dict(skip_loss_when)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.target not in batch:
             raise KeyError(f"training target '{self.target}' is not in the dataset; present: {sorted(batch)}")
-        return {"obs": self.processor(batch["obs"]), "action": batch[self.target],
-                "loss_mask": batch["loss_mask"], "episode_start": batch["episode_start"],
-                "timestep": batch["timestep"]}
+        mask = torch.as_tensor(batch["loss_mask"])
+        for key, value in self.skip.items():
+            mask = mask & (torch.as_tensor(np.asarray(batch["obs"][key])).reshape(mask.shape) != value)
+        return {"obs": self.processor(batch["obs"]), "action": batch[self.target], "loss_mask": mask,
+                "episode_start": batch["episode_start"], "timestep": batch["timestep"]}
 
 
 def window_dataset(source: EpisodeSource, window: int, burn_in: int, sampling: str, keys: list[str]
@@ -81,13 +84,19 @@ def window_dataset(source: EpisodeSource, window: int, burn_in: int, sampling: s
 
 
 def make_batches(source: EpisodeSource, processor: PolicyProcessor, *, window: int, burn_in: int,
-                 batch_size: int, seed: int, sampling: str, target: str, num_workers: int):
+                 batch_size: int, seed: int, sampling: str, target: str, num_workers: int,
+                 skip_loss_when: dict[str, int] | None = None):
     """A `(start_step, rank, world_size) -> iterator of tensor batches` function for the loop."""
-    data, starts = window_dataset(source, window, burn_in, sampling, sorted(processor.spec))
+    skip = dict(skip_loss_when or {})
+    unknown = sorted(set(skip) - set(source.observation_space.spaces))
+    if unknown:
+        raise ValueError(f"train.skip_loss_when names {unknown}, which are not observations of the dataset; "
+                         f"observations: {sorted(source.observation_space.spaces)}")
+    data, starts = window_dataset(source, window, burn_in, sampling, sorted(set(processor.spec) | set(skip)))
 
     def batches(start_step: int, rank: int, world_size: int) -> Iterator[dict[str, Any]]:
         sampler = StepBatches(starts, batch_size, seed, start_step, rank, world_size)
-        loader = DataLoader(data, batch_sampler=sampler, collate_fn=Collate(_ToTensors(processor, target)),
+        loader = DataLoader(data, batch_sampler=sampler, collate_fn=Collate(_ToTensors(processor, target, skip)),
                             num_workers=num_workers, persistent_workers=num_workers > 0,
                             prefetch_factor=4 if num_workers > 0 else None)
         return iter(loader)

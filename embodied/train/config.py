@@ -28,6 +28,9 @@ class TrainConfig:
     window: int = 64  # steps per training window
     burn_in: int = 0  # leading steps of a window whose loss is masked (the memory warms up on them)
     sampling: str = "window"  # window: windows start anywhere; episode: whole episodes from their start
+    # No loss on steps whose observation `key` equals the value: steps where the env ignores the
+    # agent's action (ObjectRecall's guided tour: {phase: 0}), which are no decision to imitate.
+    skip_loss_when: dict[str, int] = field(default_factory=dict)
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup_steps: int = 50

@@ -1,0 +1,90 @@
+"""Training throughput: samples/s per learning policy, one process vs 2 under torchrun, and the
+data loader's share of the step time. Runs the real `embodied-train` command (subprocesses) on a
+PointNav dataset that `embodied.data.collect` records from the expert first.
+
+    python benchmarks/train.py                      # every policy, 1 and 2 processes
+    python benchmarks/train.py --policies gru --steps 40 --resolution 64
+
+Targets (issue: training jobs): the loader under 10% of the step; 2 single-threaded processes
+>= 1.6x one in samples/s. Each process is pinned to one thread (OMP_NUM_THREADS=1,
+torch.set_num_threads via the env), so on 2 cores the ideal is 2.0x. The first `--warmup`
+steps of each run are not counted (DataLoader start, allocator warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+POLICIES = ["memoryless", "gru", "hcam_agent", "janus_vln"]
+DIMS = {"memoryless": 64, "gru": 64, "hcam_agent": 64, "janus_vln": 32}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(policy: str, dataset: Path, out: Path, args: argparse.Namespace, procs: int) -> dict[str, float]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [f"policy={policy}", f"policy.dim={DIMS.get(policy, 64)}", f"dataset={dataset}", f"output_dir={out}",
+           f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", f"train.window={args.window}",
+           f"train.num_workers={args.num_workers}", "train.save_every=100000", "train.tensorboard=false",
+           "train.device=cpu"]
+    if procs == 1:
+        full = [sys.executable, "-m", "embodied.train", *cmd]
+    else:
+        full = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={procs}", "--master-addr",
+                "127.0.0.1", f"--master-port={free_port()}", "-m", "embodied.train", *cmd]
+    r = subprocess.run(full, env=env, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"{policy} x{procs} failed:\n{r.stderr[-3000:]}")
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    counted = records[args.warmup:]
+    step_s = sum(r["step_s"] for r in counted)
+    return {"samples_per_s": sum(r["samples"] * args.window for r in counted) / step_s,
+            "data_fraction": sum(r["data_s"] for r in counted) / step_s,
+            "step_ms": 1000 * step_s / len(counted)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policies", nargs="+", default=POLICIES)
+    ap.add_argument("--dataset", type=Path, help="an existing dataset (default: record 8 PointNav expert episodes)")
+    ap.add_argument("--resolution", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--window", type=int, default=32)
+    ap.add_argument("--num-workers", type=int, default=1)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    dataset = args.dataset
+    if dataset is None:
+        from embodied.data.collect import collect
+
+        dataset = tmp / "pointnav"
+        collect("pointnav", {"resolution": args.resolution, "expert": True, "max_episode_steps": 200}, "expert",
+                {}, dataset, episodes=8, seed=0, progress=False)
+    print(f"dataset {dataset}; batch {args.batch_size} windows x {args.window} steps; {args.steps} steps "
+          f"({args.warmup} warm-up); loader workers {args.num_workers} per process; 1 thread per process")
+    print(f"{'policy':<12} {'1 proc samples/s':>17} {'loader %':>9} {'2 procs samples/s':>18} {'loader %':>9} "
+          f"{'speed-up':>9}")
+    for policy in args.policies:
+        one = run(policy, dataset, tmp / f"{policy}_1", args, 1)
+        two = run(policy, dataset, tmp / f"{policy}_2", args, 2)
+        print(f"{policy:<12} {one['samples_per_s']:>17.0f} {100 * one['data_fraction']:>8.1f}% "
+              f"{two['samples_per_s']:>18.0f} {100 * two['data_fraction']:>8.1f}% "
+              f"{two['samples_per_s'] / one['samples_per_s']:>8.2f}x", flush=True)
+    print("samples = frames (windows x window length) trained per second, all ranks together")
+
+
+if __name__ == "__main__":
+    main()
