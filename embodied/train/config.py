@@ -28,9 +28,9 @@ class TrainConfig:
     window: int = 64  # steps per training window
     burn_in: int = 0  # leading steps of a window whose loss is masked (the memory warms up on them)
     sampling: str = "window"  # window: windows start anywhere; episode: whole episodes from their start
-    # No loss on steps whose observation `key` equals the value: steps where the env ignores the
-    # agent's action (ObjectRecall's guided tour: {phase: 0}), which are no decision to imitate.
-    skip_loss_when: dict[str, int] = field(default_factory=dict)
+    # "key:value[,key:value]": no loss on steps whose observation `key` equals the value: steps where
+    # the env ignores the agent's action (ObjectRecall's guided tour: phase:0), no decision to imitate.
+    skip_loss_when: str = ""
     lr: float = 3e-4
     weight_decay: float = 0.01
     warmup_steps: int = 50
@@ -51,7 +51,18 @@ class TrainConfig:
     wandb_project: str | None = None  # log to Weights & Biases too (when installed)
     dagger: DaggerConfig = field(default_factory=DaggerConfig)
 
+    def skip_loss(self) -> dict[str, int]:
+        """`skip_loss_when` parsed: {observation key: value}."""
+        out: dict[str, int] = {}
+        for item in filter(None, (p.strip() for p in self.skip_loss_when.split(","))):
+            key, sep, value = item.partition(":")
+            if not sep or not key.strip() or not value.strip().lstrip("-").isdigit():
+                raise ValueError(f"train.skip_loss_when: expected 'key:int[,key:int]', got '{self.skip_loss_when}'")
+            out[key.strip()] = int(value)
+        return out
+
     def validate(self) -> None:
+        self.skip_loss()
         if self.amp not in AMP_MODES:
             raise ValueError(f"train.amp must be one of {list(AMP_MODES)}, got '{self.amp}'")
         if self.sampling not in SAMPLING:
