@@ -135,6 +135,7 @@ def test_vln_async_two_envs(tmp_path: Path) -> None:
 
 
 @pytest.mark.libero
+@pytest.mark.slow
 @pytest.mark.skipif(not libero_available(), reason="LIBERO not installed (pip install embodied[libero])")
 def test_libero_scripted_expert(tmp_path: Path) -> None:
     opts = {"suite": "libero_object", "task_id": 0, "resolution": 32, "fast_render": True, "expert": True}
