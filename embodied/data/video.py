@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from embodied.data.format import DatasetError
+
 CODECS = {"h264": "libx264", "av1": "libsvtav1"}  # setting -> FFmpeg encoder
 
 
@@ -98,8 +100,8 @@ def decode(path: Path, fps: int, indices: np.ndarray, from_timestamp: float = 0.
                 if k >= last:
                     break
     except av.error.FFmpegError as e:
-        raise ValueError(f"{path}: cannot decode video ({e})") from e
+        raise DatasetError(f"{path}: cannot decode video ({e})") from e
     missing = sorted(targets - set(found))
     if missing:
-        raise ValueError(f"{path}: video holds no frame for index {missing[:5]} (truncated or wrong fps?)")
+        raise DatasetError(f"{path}: video holds no frame for index {missing[:5]} (truncated or wrong fps?)")
     return np.stack([found[int(k)] for k in wanted])
