@@ -204,3 +204,19 @@ def test_rollout_state_is_not_in_the_weights(tmp_path: Path) -> None:
 def test_unknown_policy_option_is_refused(dataset: Path, tmp_path: Path) -> None:
     r = run_train(train_args(dataset, tmp_path / "x", 1, "+policy.dimm=3"))
     assert r.returncode != 0 and "dimm" in r.stderr and "accepted options" in r.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("EMBODIED_LEROBOT_PYTHON"), reason="EMBODIED_LEROBOT_PYTHON is not set "
+                    "(bash ../shared/lerobot/build.sh makes a venv with the real lerobot; see docs/data.md)")
+def test_a_dataset_written_by_lerobot_trains_a_policy(tmp_path: Path) -> None:
+    from test_data_lerobot import WRITE_WITH_LEROBOT, run_lerobot
+
+    root = tmp_path / "lerobot_written"
+    run_lerobot(WRITE_WITH_LEROBOT, str(root), str(tmp_path / "raw.npz"), tmp=tmp_path)
+    out = tmp_path / "run"
+    r = run_train(["policy=memoryless", "policy.dim=16", f"dataset={root}", f"output_dir={out}", "train.steps=3",
+                   "train.window=4", "train.batch_size=2", "train.tensorboard=false"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    policy = embodied.policies.from_pretrained(out)
+    assert policy.config.action_dim == 7 and {"image", "wrist_image", "state"} <= set(policy.config.obs_spec)
+    assert sorted(losses(out)) == [1, 2, 3]
