@@ -5,9 +5,10 @@ rank r of W trains on windows r, r + W, ... of it. A resumed run asks for the ba
 checkpoint's step on and gets exactly what the uninterrupted run got; a 2-rank run sees the same
 windows as one process with the same global batch.
 
-A window is T consecutive frames of the dataset's episode stream starting at any frame
-(`sampling=window`) or at an episode's first frame (`sampling=episode`); it may run into the next
-episode (`episode_start` marks where one begins) and is padded at the end of the data. The first
+A window is T consecutive frames of the dataset's episode stream starting at any frame and
+running on into the next episode (`sampling=window`; `episode_start` marks where one begins), or
+a whole episode (`sampling=episode`, `train.window` unused); the collate pads to the longest
+sample of the batch. The first
 `burn_in` steps of an episode already running when the window opens are excluded from the loss
 (`loss_mask`, R2D2's burn-in: the memory warms up on them). Reading and preprocessing (decoding,
 tokenisation, normalisation) run in DataLoader workers.
@@ -23,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from embodied.data.reader import EpisodeSource
-from embodied.data.sampling import Collate, WindowDataset
+from embodied.data.sampling import Collate, EpisodeDataset, WindowDataset
 from embodied.policies.processor import PolicyProcessor
 
 
@@ -72,14 +73,15 @@ class _ToTensors:
 
 
 def window_dataset(source: EpisodeSource, window: int, burn_in: int, sampling: str, keys: list[str]
-                   ) -> tuple[WindowDataset, np.ndarray]:
-    """The dataset's windows and the indices to draw from: every frame (`window`, running on into
-    the next episode) or every episode's first frame (`episode`)."""
-    data = WindowDataset(source, window, burn_in=burn_in, cross_episodes=True, keys=keys)
+                   ) -> tuple[WindowDataset | EpisodeDataset, np.ndarray]:
+    """What to draw from: windows starting at every frame and running on into the next episode
+    (`window`), or whole episodes (`episode`; the collate pads to the batch's longest, so no compute
+    goes to another episode's frames)."""
     if sampling == "window":
+        data = WindowDataset(source, window, burn_in=burn_in, cross_episodes=True, keys=keys)
         return data, np.arange(len(data))
     if sampling == "episode":
-        return data, np.array([data.windows_of(e)[0] for e in range(source.num_episodes)], dtype=np.int64)
+        return EpisodeDataset(source, keys=keys), np.arange(source.num_episodes)
     raise ValueError(f"train.sampling must be 'window' or 'episode', got '{sampling}'")
 
 

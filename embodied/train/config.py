@@ -27,7 +27,7 @@ class TrainConfig:
     batch_size: int = 8  # global batch (windows), split evenly over torchrun ranks
     window: int = 64  # steps per training window
     burn_in: int = 0  # leading steps of a window whose loss is masked (the memory warms up on them)
-    sampling: str = "window"  # window: windows start anywhere; episode: whole episodes from their start
+    sampling: str = "window"  # window: windows start anywhere; episode: whole episodes (window unused)
     # "key:value[,key:value]": no loss on steps whose observation `key` equals the value: steps where
     # the env ignores the agent's action (ObjectRecall's guided tour: phase:0), no decision to imitate.
     skip_loss_when: str = ""
