@@ -220,3 +220,67 @@ def test_a_dataset_written_by_lerobot_trains_a_policy(tmp_path: Path) -> None:
     policy = embodied.policies.from_pretrained(out)
     assert policy.config.action_dim == 7 and {"image", "wrist_image", "state"} <= set(policy.config.obs_spec)
     assert sorted(losses(out)) == [1, 2, 3]
+
+
+def test_periodic_evaluation_logs_success(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = run_train(train_args(dataset, out, 2, "train.eval_every=2", "train.eval_episodes=2"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    records = read_log(out)
+    assert "eval/success" not in records[0] and 0.0 <= records[1]["eval/success"] <= 1.0
+    assert "eval/spl" in records[1]
+
+
+def test_tbptt_carries_the_state_across_windows_and_resumes_exactly(dataset: Path, tmp_path: Path) -> None:
+    from embodied.train import distributed
+    from embodied.train.batches import make_batches
+    from embodied.train.config import TrainConfig
+    from embodied.train.loop import train_policy
+
+    source = open_dataset(dataset)
+
+    def job(out: Path, until: int | None, resume: bool) -> tuple[dict[int, float], dict]:
+        policy = embodied.policies.make("gru", observation_space=source.observation_space,
+                                        action_space=source.action_space, dim=16)
+        cfg = TrainConfig(steps=8, batch_size=2, window=6, sampling="tbptt", warmup_steps=1, save_every=100,
+                          tensorboard=False, log_every=100)
+        batches = make_batches(source, policy.processor, window=6, burn_in=0, batch_size=2, seed=0,
+                               sampling="tbptt", target="action", num_workers=0)
+        train_policy(policy, batches, cfg, out, {}, distributed.Dist(), until=until, resume=resume)
+        return losses(out), policy.state_dict()
+
+    full, w_full = job(tmp_path / "full", None, False)
+    job(tmp_path / "part", 4, False)
+    assert (tmp_path / "part/checkpoints/last/training_state/carry_rank0.safetensors").exists()
+    part, w_part = job(tmp_path / "part", None, True)
+    np.testing.assert_allclose([part[s] for s in range(1, 9)], [full[s] for s in range(1, 9)], rtol=1e-6)
+    for k in w_full:
+        torch.testing.assert_close(w_full[k], w_part[k])
+
+
+def test_tbptt_loop_hands_each_window_the_previous_final_state(dataset: Path, tmp_path: Path) -> None:
+    from embodied.policies.recurrent import GRUPolicy
+    from embodied.train import distributed
+    from embodied.train.batches import make_batches
+    from embodied.train.config import TrainConfig
+    from embodied.train.loop import train_policy
+
+    class Recording(GRUPolicy):
+        name = "gru"
+
+        def forward(self, batch, state=None):
+            given = None if state is None else state.hidden.clone()
+            out = super().forward(batch, state)
+            self.calls.append((given, out["state"].hidden.detach().clone()))
+            return out
+
+    source = open_dataset(dataset)
+    policy = Recording.build(source.observation_space, source.action_space, dim=16)
+    policy.calls = []
+    cfg = TrainConfig(steps=3, batch_size=2, window=6, sampling="tbptt", tensorboard=False)
+    batches = make_batches(source, policy.processor, window=6, burn_in=0, batch_size=2, seed=0, sampling="tbptt",
+                           target="action", num_workers=0)
+    train_policy(policy, batches, cfg, tmp_path, {}, distributed.Dist())
+    assert policy.calls[0][0] is None
+    for (_, previous_end), (given, _) in zip(policy.calls, policy.calls[1:]):
+        torch.testing.assert_close(given, previous_end)

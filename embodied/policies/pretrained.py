@@ -237,14 +237,17 @@ class PretrainedPolicy(nn.Module):
         return self.action_from_output(self.forward_step(feats, self._checked_state(len(feats))))
 
     # ------------------------------------------------------------------ training
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Behaviour-cloning loss on a tensor batch (see the module docstring), from an empty state."""
+    def forward(self, batch: dict[str, Any], state: TensorState | None = None) -> dict[str, Any]:
+        """Behaviour-cloning loss on a tensor batch (see the module docstring). The window starts
+        from `state` (truncated BPTT: the previous window's final state, detached) or empty; the
+        returned `state` is where the window ended."""
         feats = self.encode_tensors(batch["obs"])
         device = feats.device
         start = batch["episode_start"].to(device)
-        out = self.forward_window(feats, start, self.initial_state(feats.shape[0]))
+        state = state if state is not None else self.initial_state(feats.shape[0])
+        out = self.forward_window(feats, start, state)
         loss = self.action_loss(out, batch["action"].to(device), batch["loss_mask"].to(device))
-        return {"loss": loss}
+        return {"loss": loss, "state": state}
 
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """`forward` on raw numpy windows ({"obs", "actions", "mask"} from

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from embodied.data.reader import EpisodeSource
-from embodied.data.sampling import Collate, EpisodeDataset, WindowDataset
+from embodied.data.sampling import Collate, EpisodeChunkSampler, EpisodeDataset, WindowDataset
 from embodied.policies.processor import PolicyProcessor
 
 
@@ -85,6 +85,32 @@ def window_dataset(source: EpisodeSource, window: int, burn_in: int, sampling: s
     raise ValueError(f"train.sampling must be 'window' or 'episode', got '{sampling}'")
 
 
+class LaneBatches:
+    """Truncated BPTT: `EpisodeChunkSampler`'s lanes (row b walks its episodes window after
+    window), epoch after epoch, as an endless stream that can start at any step: the batch of
+    step s is the k-th of epoch e, where the epochs' lengths before it sum to s - k."""
+
+    def __init__(self, data: WindowDataset, batch_size: int, seed: int, start_step: int, rank: int,
+                 world_size: int) -> None:
+        self.sampler = EpisodeChunkSampler(data, batch_size, shuffle=True, seed=seed, rank=rank,
+                                           world_size=world_size)
+        self.start_step = start_step
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, skip = 0, self.start_step
+        while True:
+            self.sampler.set_epoch(epoch)
+            batches = list(self.sampler)
+            if not batches:
+                raise ValueError("the dataset has no window to sample (is it empty?)")
+            if skip >= len(batches):
+                skip -= len(batches)
+            else:
+                yield from batches[skip:]
+                skip = 0
+            epoch += 1
+
+
 def make_batches(source: EpisodeSource, processor: PolicyProcessor, *, window: int, burn_in: int,
                  batch_size: int, seed: int, sampling: str, target: str, num_workers: int,
                  skip_loss_when: dict[str, int] | None = None):
@@ -94,10 +120,20 @@ def make_batches(source: EpisodeSource, processor: PolicyProcessor, *, window: i
     if unknown:
         raise ValueError(f"train.skip_loss_when names {unknown}, which are not observations of the dataset; "
                          f"observations: {sorted(source.observation_space.spaces)}")
-    data, starts = window_dataset(source, window, burn_in, sampling, sorted(set(processor.spec) | set(skip)))
+    keys = sorted(set(processor.spec) | set(skip))
+    if sampling == "tbptt":
+        data: WindowDataset | EpisodeDataset = WindowDataset(source, window, stride=window, keys=keys)
+    else:
+        data, starts = window_dataset(source, window, burn_in, sampling, keys)
 
     def batches(start_step: int, rank: int, world_size: int) -> Iterator[dict[str, Any]]:
-        sampler = StepBatches(starts, batch_size, seed, start_step, rank, world_size)
+        if sampling == "tbptt":  # lanes per rank: batch_size / world_size rows each, as for windows
+            if batch_size % world_size:
+                raise ValueError(f"train.batch_size {batch_size} must be divisible by the number of ranks "
+                                 f"{world_size}")
+            sampler: Any = LaneBatches(data, batch_size // world_size, seed, start_step, rank, world_size)
+        else:
+            sampler = StepBatches(starts, batch_size, seed, start_step, rank, world_size)
         loader = DataLoader(data, batch_sampler=sampler, collate_fn=Collate(_ToTensors(processor, target, skip)),
                             num_workers=num_workers, persistent_workers=num_workers > 0,
                             prefetch_factor=4 if num_workers > 0 else None)

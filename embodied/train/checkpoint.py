@@ -75,6 +75,36 @@ def save(
     return final
 
 
+def save_carry(output_dir: Path, step: int, carry: Any, rank: int) -> None:
+    """Truncated BPTT's carried state of one rank (`carry_rank<r>.safetensors`): rollout-style
+    state, kept with the training state (never in the model) so a resume continues every lane."""
+    state_dir = Path(output_dir) / CHECKPOINTS / step_name(step) / TRAINING_STATE
+    tensors = {k: v.detach().contiguous().cpu() for k, v in carry.tensors().items()}
+    tmp = state_dir / f".carry_rank{rank}.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, state_dir / f"carry_rank{rank}.safetensors")
+
+
+def load_carry(step_dir: Path, policy: PretrainedPolicy, rank: int) -> Any:
+    """The carried state saved by `save_carry`, rebuilt on the policy's own state layout."""
+    path = Path(step_dir) / TRAINING_STATE / f"carry_rank{rank}.safetensors"
+    tensors = _read_safetensors(path)
+    rows = {int(t.shape[0]) for t in tensors.values()}
+    if len(rows) != 1:
+        raise CheckpointError(f"{path}: tensors disagree on the number of rows ({sorted(rows)})")
+    state = policy.initial_state(rows.pop())
+    if state is None or set(state.tensors()) != set(tensors):
+        raise CheckpointError(f"{path}: holds {sorted(tensors)}, the policy's state has "
+                              f"{sorted(state.tensors()) if state is not None else 'none'}")
+    for name, value in tensors.items():
+        *parents, leaf = name.split(".")
+        target = state
+        for p in parents:
+            target = getattr(target, p)
+        setattr(target, leaf, value.to(getattr(target, leaf).device))
+    return state
+
+
 def latest(output_dir: Path) -> Path | None:
     """The newest checkpoint's step directory, or None when the run has none."""
     link = Path(output_dir) / CHECKPOINTS / LAST

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 AMP_MODES = ("auto", "bf16", "off")
-SAMPLING = ("window", "episode")
+SAMPLING = ("window", "episode", "tbptt")
 
 
 @dataclass
@@ -27,7 +27,9 @@ class TrainConfig:
     batch_size: int = 8  # global batch (windows), split evenly over torchrun ranks
     window: int = 64  # steps per training window
     burn_in: int = 0  # leading steps of a window whose loss is masked (the memory warms up on them)
-    sampling: str = "window"  # window: windows start anywhere; episode: whole episodes (window unused)
+    # window: windows start anywhere; episode: whole episodes (window unused); tbptt: truncated BPTT,
+    # each batch row walks its episodes window after window and the state carries over (detached)
+    sampling: str = "window"
     # "key:value[,key:value]": no loss on steps whose observation `key` equals the value: steps where
     # the env ignores the agent's action (ObjectRecall's guided tour: phase:0), no decision to imitate.
     skip_loss_when: str = ""

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from embodied.memory.state import TensorState
 from embodied.policies import PretrainedPolicy
 from embodied.train import checkpoint, distributed, optim
 from embodied.train.config import TrainConfig
@@ -99,16 +100,21 @@ def train_policy(
     total = total_steps or cfg.steps
     output_dir = Path(output_dir)
     policy.to(ctx.device).train()
-    model = DistributedDataParallel(policy, device_ids=[ctx.device] if ctx.device.type == "cuda" else None) \
-        if ctx.enabled else policy
+    # find_unused_parameters: heads the BC loss does not use (hcam_agent's value head) get no gradient
+    model = DistributedDataParallel(policy, device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
+                                    find_unused_parameters=True) if ctx.enabled else policy
     opt = optim.adamw(policy, cfg.lr, cfg.weight_decay)
     sched = optim.scheduler(opt, total, cfg.warmup_steps, cfg.min_lr_ratio)
     ema = copy.deepcopy(policy).eval().requires_grad_(False) if cfg.ema > 0 else None
 
     step = 0
+    # truncated BPTT: the state where each row's last window ended, carried into its next window
+    carry: TensorState | None = None
     last = checkpoint.latest(output_dir) if (cfg.resume if resume is None else resume) else None
     if last is not None:
         step = checkpoint.load(last, policy, opt, sched, ema)["step"]
+        if cfg.sampling == "tbptt" and policy.initial_state(1) is not None:
+            carry = checkpoint.load_carry(last, policy, ctx.rank)
         if ctx.is_main:
             print(f"resumed from {last} at step {step}")
     log = _Log(output_dir / LOG_NAME, step, total, cfg, ctx)
@@ -120,7 +126,9 @@ def train_policy(
             t0 = time.perf_counter()
             batch = next(stream)
             t_data = time.perf_counter() - t0
-            metrics = _train_step(model, policy, batch, opt, sched, cfg, ctx)
+            metrics, state = _train_step(model, policy, batch, opt, sched, cfg, ctx, carry)
+            if cfg.sampling == "tbptt":
+                carry = state.detach_() if state is not None else None
             if ema is not None:
                 optim.ema_update(ema, policy, cfg.ema)
             step += 1
@@ -131,7 +139,7 @@ def train_policy(
             log.step(step, metrics)
             stop = ctx.any(preempt.requested)
             if step % cfg.save_every == 0 or step == end or stop:
-                _save(output_dir, step, policy, opt, sched, run_config, ema, ctx)
+                _save(output_dir, step, policy, opt, sched, run_config, ema, ctx, carry)
             if stop:
                 if ctx.is_main:
                     print(f"SIGTERM: checkpoint written at step {step}; exiting")
@@ -155,9 +163,10 @@ def _check_replicas_agree(policy: PretrainedPolicy, ctx: distributed.Dist) -> No
 
 
 def _train_step(model: torch.nn.Module, policy: PretrainedPolicy, batch: dict[str, Any],
-                opt: torch.optim.Optimizer, sched: Any, cfg: TrainConfig, ctx: distributed.Dist) -> dict[str, float]:
+                opt: torch.optim.Optimizer, sched: Any, cfg: TrainConfig, ctx: distributed.Dist,
+                carry: TensorState | None) -> tuple[dict[str, float], TensorState | None]:
     with autocast(ctx.device, cfg.amp):
-        out = model(batch)
+        out = model(batch, state=carry) if carry is not None else model(batch)
     loss = out["loss"]
     weight = float(out["weight"]) if "weight" in out else float(batch["loss_mask"].sum())
     total_weight = ctx.all_sum(weight)
@@ -171,7 +180,7 @@ def _train_step(model: torch.nn.Module, policy: PretrainedPolicy, batch: dict[st
     opt.step()
     sched.step()
     global_loss = ctx.all_sum(float(loss.detach()) * weight) / max(total_weight, 1e-12)
-    return {"loss": global_loss, "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0]}
+    return {"loss": global_loss, "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0]}, out.get("state")
 
 
 def _rows(batch: dict[str, Any]) -> int:
@@ -179,9 +188,13 @@ def _rows(batch: dict[str, Any]) -> int:
 
 
 def _save(output_dir: Path, step: int, policy: PretrainedPolicy, opt: torch.optim.Optimizer, sched: Any,
-          run_config: dict[str, Any], ema: PretrainedPolicy | None, ctx: distributed.Dist) -> None:
+          run_config: dict[str, Any], ema: PretrainedPolicy | None, ctx: distributed.Dist,
+          carry: TensorState | None) -> None:
     if ctx.is_main:  # only rank 0 writes; the others wait so no rank runs ahead of a checkpoint
         checkpoint.save(output_dir, step, policy, opt, sched, run_config, ema)
+    ctx.barrier()
+    if carry is not None:  # each rank's carried rows, after rank 0 has put the step directory in place
+        checkpoint.save_carry(output_dir, step, carry, ctx.rank)
     ctx.barrier()
 
 
