@@ -284,3 +284,20 @@ def test_tbptt_loop_hands_each_window_the_previous_final_state(dataset: Path, tm
     assert policy.calls[0][0] is None
     for (_, previous_end), (given, _) in zip(policy.calls, policy.calls[1:]):
         torch.testing.assert_close(given, previous_end)
+
+
+def test_ema_checkpoint_and_bf16_autocast(dataset: Path, tmp_path: Path) -> None:
+    from embodied.train.optim import WarmupCosine, ema_update
+
+    out = tmp_path / "run"
+    r = run_train(train_args(dataset, out, 3, "train.ema=0.5", "train.amp=bf16"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    ema = load_file(str(out / "checkpoints/last/pretrained_model/model.safetensors"))
+    raw = load_file(str(out / "checkpoints/last/training_state/weights.safetensors"))
+    assert set(ema) == set(raw) and any(not torch.equal(ema[k], raw[k]) for k in ema)
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    expected = 0.25 * a.weight.detach() + 0.75 * b.weight.detach()
+    ema_update(a, b, decay=0.25)
+    torch.testing.assert_close(a.weight.detach(), expected)
+    sched = WarmupCosine(total=10, warmup=2, min_ratio=0.1)
+    assert [round(sched(i), 3) for i in (0, 1, 2, 9, 10)] == [0.5, 1.0, 1.0, 0.134, 0.1]
