@@ -263,7 +263,8 @@ class LeRobotSource(EpisodeSource):
         if lo < 0 or lo + row["length"] > len(table):
             raise F.DatasetError(f"{path}: holds rows {first}..{first + len(table) - 1}, episode {episode} needs "
                                  f"{row['dataset_from_index']}..{row['dataset_to_index'] - 1} (truncated?)")
-        rows = table.take(pa.array(lo + frames))
+        contiguous = len(frames) > 0 and np.array_equal(frames, np.arange(frames[0], frames[0] + len(frames)))
+        rows = table.slice(lo + int(frames[0]), len(frames)) if contiguous else table.take(pa.array(lo + frames))
         got = rows.column("episode_index").to_numpy()
         if got.size and np.any(got != episode):
             raise F.DatasetError(f"{path}: rows for episode {episode} hold episode_index {sorted(set(got))}")

@@ -338,18 +338,25 @@ def episode_stats(columns: Mapping[str, Any], obs: Mapping[str, Any], keymap: Ma
         if features[fkey]["dtype"] not in ("string", "bool"):
             values[fkey] = np.asarray(v)
     for fkey, v in values.items():
-        x = v.astype(np.float64)
-        if features[fkey]["dtype"] == "video":
-            x = x / 255.0
-        if x.ndim == 4:  # [T, H, W, C] -> per channel
-            axes, shape = (0, 1, 2), (x.shape[-1], 1, 1)
-        elif x.ndim == 3:  # [T, H, W]
-            axes, shape = (0, 1, 2), (1,)
+        scale = 255.0 if features[fkey]["dtype"] == "video" else 1.0
+        if v.ndim == 4:  # [T, H, W, C] -> per channel
+            x, shape = v.reshape(-1, v.shape[-1]), (v.shape[-1], 1, 1)
+        elif v.ndim == 3:  # [T, H, W]
+            x, shape = v.reshape(-1, 1), (1,)
         else:
-            x = x.reshape(len(x), -1)
-            axes, shape = (0,), (x.shape[1],)
-        out[fkey] = {"min": x.min(axis=axes).reshape(shape), "max": x.max(axis=axes).reshape(shape),
-                     "mean": x.mean(axis=axes).reshape(shape), "std": x.std(axis=axes).reshape(shape),
+            x = v.reshape(len(v), -1)
+            shape = (x.shape[1],)
+        if x.dtype == np.bool_:
+            x = x.astype(np.uint8)
+        # sums in float64 without a float64 copy of the frames (images are large)
+        total = x.sum(axis=0, dtype=np.float64)
+        sumsq = np.square(x, dtype=np.float32 if x.dtype.itemsize <= 4 else np.float64).sum(axis=0, dtype=np.float64)
+        n = len(x)
+        mean = total / n
+        std = np.sqrt(np.maximum(sumsq / n - mean**2, 0.0))
+        out[fkey] = {"min": (x.min(axis=0) / scale).astype(np.float64).reshape(shape),
+                     "max": (x.max(axis=0) / scale).astype(np.float64).reshape(shape),
+                     "mean": (mean / scale).reshape(shape), "std": (std / scale).reshape(shape),
                      "count": np.array([len(v)])}
     return out
 
