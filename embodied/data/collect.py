@@ -152,9 +152,16 @@ def collect(
     video: VideoSettings | None = None,
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    policy: Any = None,
+    append: bool = False,
 ) -> CollectResult:
     """Record episodes 0..episodes-1 (seeds seed..seed+episodes-1) into the dataset at
-    `output_dir`, skipping those already there."""
+    `output_dir`, skipping those already there.
+
+    `policy` (an object following `embodied.policies.base.Policy`) replaces building one
+    from `policy_name`/`policy_options`, e.g. a trained policy in a DAgger round.
+    `append=True` adds to a dataset collected with another policy or seed (DAgger
+    aggregation; use fresh seeds each round) instead of refusing it."""
     from embodied import policies
 
     if episodes < 1:
@@ -169,7 +176,7 @@ def collect(
     if (root / "meta" / "info.json").exists():
         writer = DatasetWriter(root, env=env_meta)
         stored = writer.meta.get("collection")
-        if stored is not None and stored != collection:
+        if stored is not None and stored != collection and not append:
             raise DatasetError(f"{root / 'meta/embodied.json'}: collected with {stored}, this run asks for "
                                f"{collection}; use the same policy and seed, or another output_dir")
         done_seeds = {s for s in writer.seeds() if s is not None}
@@ -185,8 +192,9 @@ def collect(
             writer = DatasetWriter(root, venv.single_observation_space, venv.single_action_space,
                                    fps=fps or int(venv.metadata.get("render_fps", 10)), env=env_meta,
                                    video=video or VideoSettings(), collection=collection)
-        policy = policies.make(policy_name, observation_space=venv.single_observation_space,
-                               action_space=venv.single_action_space, **policy_options)
+        if policy is None:
+            policy = policies.make(policy_name, observation_space=venv.single_observation_space,
+                                   action_space=venv.single_action_space, **policy_options)
         bar = _progress(len(todo), progress)
         with _StopFlag() as flag:
             def stop() -> bool:
@@ -274,6 +282,13 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="ep", desc="collect", dynamic_ncols=True, file=sys.stderr)
 
 
+def _int(section: Any, key: str) -> int:
+    value = section[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"collect.{key} must be an int, got {value!r}")
+    return value
+
+
 def main(cfg: Any) -> int:
     """The `embodied-collect` entry point's body (a Hydra config: env, policy, collect, output_dir)."""
     from omegaconf import OmegaConf
@@ -284,9 +299,9 @@ def main(cfg: Any) -> int:
     policy_name, policy_kwargs = component_kwargs(cfg.policy)
     c = cfg.collect
     video = VideoSettings(**OmegaConf.to_container(c.video, resolve=True))
-    result = collect(env_name, env_kwargs, policy_name, policy_kwargs, cfg.output_dir, int(c.episodes),
-                     seed=int(c.seed), num_envs=int(c.num_envs), vectorization=str(c.vectorization),
-                     fps=None if c.fps is None else int(c.fps), video=video, progress=bool(c.progress))
+    result = collect(env_name, env_kwargs, policy_name, policy_kwargs, cfg.output_dir, _int(c, "episodes"),
+                     seed=_int(c, "seed"), num_envs=_int(c, "num_envs"), vectorization=str(c.vectorization),
+                     fps=None if c.fps is None else _int(c, "fps"), video=video, progress=bool(c.progress))
     state = "interrupted" if result.interrupted else "done"
     print(f"embodied-collect {state}: {result.committed} episodes committed in {result.seconds:.1f} s "
           f"({result.committed / max(result.seconds, 1e-9):.2f} episodes/s), success {result.success:.3f}; "
