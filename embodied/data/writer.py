@@ -340,25 +340,38 @@ def episode_stats(columns: Mapping[str, Any], obs: Mapping[str, Any], keymap: Ma
     for fkey, v in values.items():
         scale = 255.0 if features[fkey]["dtype"] == "video" else 1.0
         if v.ndim == 4:  # [T, H, W, C] -> per channel
-            x, shape = v.reshape(-1, v.shape[-1]), (v.shape[-1], 1, 1)
+            channels, shape = [v[..., c].reshape(-1) for c in range(v.shape[-1])], (v.shape[-1], 1, 1)
         elif v.ndim == 3:  # [T, H, W]
-            x, shape = v.reshape(-1, 1), (1,)
+            channels, shape = [v.reshape(-1)], (1,)
         else:
-            x = v.reshape(len(v), -1)
-            shape = (x.shape[1],)
-        if x.dtype == np.bool_:
-            x = x.astype(np.uint8)
-        # sums in float64 without a float64 copy of the frames (images are large)
-        total = x.sum(axis=0, dtype=np.float64)
-        sumsq = np.square(x, dtype=np.float32 if x.dtype.itemsize <= 4 else np.float64).sum(axis=0, dtype=np.float64)
-        n = len(x)
-        mean = total / n
-        std = np.sqrt(np.maximum(sumsq / n - mean**2, 0.0))
-        out[fkey] = {"min": (x.min(axis=0) / scale).astype(np.float64).reshape(shape),
-                     "max": (x.max(axis=0) / scale).astype(np.float64).reshape(shape),
-                     "mean": (mean / scale).reshape(shape), "std": (std / scale).reshape(shape),
+            flat = v.reshape(len(v), -1)
+            channels, shape = [flat[:, j] for j in range(flat.shape[1])], (flat.shape[1],)
+        per = np.array([_moments(c) for c in channels], dtype=np.float64)  # [C, 4]: min, max, mean, std
+        out[fkey] = {"min": (per[:, 0] / scale).reshape(shape), "max": (per[:, 1] / scale).reshape(shape),
+                     "mean": (per[:, 2] / scale).reshape(shape), "std": (per[:, 3] / scale).reshape(shape),
                      "count": np.array([len(v)])}
     return out
+
+
+def _moments(x: np.ndarray) -> tuple[float, float, float, float]:
+    """min, max, mean, std of a 1-D array, accumulated in float64 (uint8 through a histogram:
+    exact and fast on images)."""
+    if x.dtype == np.uint8:
+        hist = np.bincount(x, minlength=256).astype(np.float64)
+        values = np.arange(256, dtype=np.float64)
+        nz = np.flatnonzero(hist)
+        n = hist.sum()
+        mean = (hist @ values) / n
+        var = (hist @ values**2) / n - mean**2
+        return float(nz[0]), float(nz[-1]), float(mean), float(np.sqrt(max(var, 0.0)))
+    x = np.ascontiguousarray(x)
+    if x.dtype == np.bool_:
+        x = x.astype(np.uint8)
+    mean = float(x.sum(dtype=np.float64)) / len(x)
+    centred = x.astype(np.float64) - mean if x.dtype.itemsize > 4 or len(x) < 4096 else \
+        x.astype(np.float32) - np.float32(mean)
+    var = float(np.square(centred).sum(dtype=np.float64)) / len(x)
+    return float(x.min()), float(x.max()), mean, float(np.sqrt(var))
 
 
 def _row_stats(row: Mapping[str, Any], features: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
