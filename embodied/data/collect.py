@@ -171,43 +171,53 @@ def collect(
     root = Path(output_dir)
     env_meta = {"name": env_name, "options": dict(env_options)}
     collection = {"policy": {"name": policy_name, "options": dict(policy_options)}, "seed": int(seed)}
-    done_seeds: set[int] = set()
     writer: DatasetWriter | None = None
-    if (root / "meta" / "info.json").exists():
-        writer = DatasetWriter(root, env=env_meta)
-        stored = writer.meta.get("collection")
-        if stored is not None and stored != collection and not append:
-            raise DatasetError(f"{root / 'meta/embodied.json'}: collected with {stored}, this run asks for "
-                               f"{collection}; use the same policy and seed, or another output_dir")
-        done_seeds = {s for s in writer.seeds() if s is not None}
-    todo = deque(k for k in range(episodes) if seed + k not in done_seeds)
-    start = time.time()
-    if not todo:
-        total = writer.num_episodes if writer else 0
-        return CollectResult(0, total, float("nan"), False, 0.0)
-    n = min(num_envs, len(todo))
-    venv = make_recording_vec(env_name, n, vectorization, **env_options)
     try:
-        if writer is None:
-            writer = DatasetWriter(root, venv.single_observation_space, venv.single_action_space,
-                                   fps=fps or int(venv.metadata.get("render_fps", 10)), env=env_meta,
-                                   video=video or VideoSettings(), collection=collection)
-        if policy is None:
-            policy = policies.make(policy_name, observation_space=venv.single_observation_space,
-                                   action_space=venv.single_action_space, **policy_options)
-        bar = _progress(len(todo), progress)
-        with _StopFlag() as flag:
-            def stop() -> bool:
-                return flag.raised or bool(should_stop and should_stop())
+        if (root / "meta" / "info.json").exists():
+            writer = DatasetWriter(root, env=env_meta)
+        done = _done_seeds(writer, collection, append, root)
+        todo = deque(k for k in range(episodes) if seed + k not in done)
+        start = time.time()
+        if not todo:
+            return CollectResult(0, writer.num_episodes if writer else 0, float("nan"), False, 0.0)
+        venv = make_recording_vec(env_name, min(num_envs, len(todo)), vectorization, **env_options)
+        try:
+            if writer is None:
+                writer = DatasetWriter(root, venv.single_observation_space, venv.single_action_space,
+                                       fps=fps or int(venv.metadata.get("render_fps", 10)), env=env_meta,
+                                       video=video or VideoSettings(), collection=collection)
+            if policy is None:
+                policy = policies.make(policy_name, observation_space=venv.single_observation_space,
+                                       action_space=venv.single_action_space, **policy_options)
+            bar = _progress(len(todo), progress)
+            with _StopFlag() as flag:
+                def stop() -> bool:
+                    return flag.raised or bool(should_stop and should_stop())
 
-            successes = _run(venv, policy, writer, todo, seed, stop, bar)
-            interrupted = stop()
-        if bar is not None:
-            bar.close()
+                successes = _run(venv, policy, writer, todo, seed, stop, bar)
+                interrupted = stop()
+            if bar is not None:
+                bar.close()
+        finally:
+            venv.close()
+        total = writer.num_episodes
     finally:
-        venv.close()
+        if writer is not None:
+            writer.close()
     success = float(np.mean(successes)) if successes else float("nan")
-    return CollectResult(len(successes), writer.num_episodes, success, interrupted, time.time() - start)
+    return CollectResult(len(successes), total, success, interrupted, time.time() - start)
+
+
+def _done_seeds(writer: DatasetWriter | None, collection: Mapping[str, Any], append: bool, root: Path) -> set[int]:
+    """Seeds already committed; refuses a dataset collected with another policy or seed
+    unless appending."""
+    if writer is None:
+        return set()
+    stored = writer.meta.get("collection")
+    if stored is not None and stored != collection and not append:
+        raise DatasetError(f"{root / 'meta/embodied.json'}: collected with {stored}, this run asks for "
+                           f"{collection}; use the same policy and seed, or another output_dir")
+    return {s for s in writer.seeds() if s is not None}
 
 
 def _run(venv: VectorEnv, policy: Any, writer: DatasetWriter, todo: deque, seed: int, stop: Callable[[], bool],

@@ -51,14 +51,31 @@ class DatasetWriter:
         robot_type: str | None = None,
     ) -> None:
         self.root = Path(root)
-        if (self.root / F.INFO).exists():
-            self._open(observation_space, action_space, fps, env)
-        else:
-            if observation_space is None or action_space is None or fps is None:
-                raise F.DatasetError(f"{self.root}: no dataset there; creating one needs observation_space, "
-                                     "action_space and fps")
-            self._create(observation_space, action_space, int(fps), env, video or VideoSettings(), collection,
-                         robot_type)
+        self._lock = _lock(self.root)
+        try:
+            if (self.root / F.INFO).exists():
+                self._open(observation_space, action_space, fps, env)
+            else:
+                if observation_space is None or action_space is None or fps is None:
+                    raise F.DatasetError(f"{self.root}: no dataset there; creating one needs observation_space, "
+                                         "action_space and fps")
+                self._create(observation_space, action_space, int(fps), env, video or VideoSettings(), collection,
+                             robot_type)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the directory for other writers (also done when the process ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ create / open
     def _create(self, obs_space: spaces.Dict, act_space: spaces.Space, fps: int, env: Mapping[str, Any] | None,
@@ -185,6 +202,8 @@ class DatasetWriter:
         per-step values (the instruction as T strings); step t is (obs_t, action_t, reward_t,
         terminated_t, truncated_t), the reward and flags being what env.step(action_t) returned.
         `task` names the episode's task when the observations carry no instruction."""
+        if self._lock is None:
+            raise F.DatasetError(f"{self.root}: this writer is closed")
         action = np.asarray(action)
         t = len(action)
         if t == 0:
@@ -306,6 +325,22 @@ class DatasetWriter:
         self.info.update(total_episodes=n, total_frames=self.num_frames, total_tasks=len(self.tasks),
                          splits={"train": f"0:{n}"} if n else {})
         F.write_json(self.root / F.INFO, self.info)
+
+
+def _lock(root: Path) -> Any:
+    """An exclusive lock on the directory for this writer's lifetime: two writers appending
+    at once would both claim the next episode number. The kernel drops it if the process dies."""
+    import fcntl
+
+    path = root / "meta" / "writer.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a")  # noqa: SIM115 (held open on purpose: the lock lives as long as the file)
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise F.DatasetError(f"{path}: another writer (process or object) has this dataset open") from None
+    return f
 
 
 def _steps(values: Any, t: int, name: str) -> np.ndarray:
