@@ -112,10 +112,12 @@ def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
     # DAgger-style aggregation: another policy object, fresh seeds, appended
     from embodied.policies import make
 
-    r = collect("pointnav", NAV, "random", {}, tmp_path, episodes=1, seed=50, append=True, progress=False,
+    r = collect("pointnav", NAV, "random", {}, tmp_path, episodes=1, seed=50, progress=False,
                 policy=make("random", action_space=gym.spaces.Discrete(4), seed=0))
     src = open_dataset(tmp_path)
     assert r.committed == 1 and src.num_episodes == 2 and src.episode_info(1)["seed"] == 50
+    r = collect("pointnav", NAV, "random", {"seed": 1}, tmp_path, episodes=1, seed=60, append=True, progress=False)
+    assert r.committed == 1 and open_dataset(tmp_path).episode_info(2)["seed"] == 60
 
 
 def test_objectrecall_tour_then_question(tmp_path: Path) -> None:

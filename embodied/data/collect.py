@@ -20,11 +20,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+
+if TYPE_CHECKING:
+    from embodied.policies.base import Policy
 
 from embodied.data.format import DatasetError
 from embodied.data.video import VideoSettings
@@ -152,16 +155,16 @@ def collect(
     video: VideoSettings | None = None,
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
-    policy: Any = None,
+    policy: Policy | None = None,
     append: bool = False,
 ) -> CollectResult:
     """Record episodes 0..episodes-1 (seeds seed..seed+episodes-1) into the dataset at
     `output_dir`, skipping those already there.
 
-    `policy` (an object following `embodied.policies.base.Policy`) replaces building one
-    from `policy_name`/`policy_options`, e.g. a trained policy in a DAgger round.
-    `append=True` adds to a dataset collected with another policy or seed (DAgger
-    aggregation; use fresh seeds each round) instead of refusing it."""
+    `policy`: an already built policy to record (DAgger's mixture, say) instead of building
+    `policy_name` with `policy_options` (which then only describe it). The caller then owns
+    what is appended: a dataset collected by another policy or seed accepts the episodes
+    (use fresh seeds each round), as it does with `append=True`."""
     from embodied import policies
 
     if episodes < 1:
@@ -175,7 +178,7 @@ def collect(
     try:
         if (root / "meta" / "info.json").exists():
             writer = DatasetWriter(root, env=env_meta)
-        done = _done_seeds(writer, collection, append, root)
+        done = _done_seeds(writer, collection, append or policy is not None, root)
         todo = deque(k for k in range(episodes) if seed + k not in done)
         start = time.time()
         if not todo:
