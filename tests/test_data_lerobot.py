@@ -21,8 +21,18 @@ pytestmark = pytest.mark.skipif(
     not LEROBOT_PYTHON, reason="EMBODIED_LEROBOT_PYTHON is not set (bash ../shared/lerobot/build.sh makes one; "
                                "see docs/data.md)")
 
+NO_DECODER = 77  # exit status: LeRobot's video decoder cannot load (FFmpeg's shared libraries missing)
+FFMPEG_HINT = ("torchcodec in the lerobot venv cannot load FFmpeg's shared libraries (LeRobot's pyav fallback needs "
+               "torchvision's removed VideoReader): apt-get install libavdevice59 libavfilter8 libavformat59 "
+               "libavcodec59 libavutil57 libswscale6 libswresample4")
+
 READ_WITH_LEROBOT = """
 import sys, numpy as np
+try:
+    from torchcodec.decoders import VideoDecoder  # noqa: F401  (what LeRobot decodes videos with)
+except Exception as e:
+    print(e, file=sys.stderr)
+    sys.exit(77)
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 ds = LeRobotDataset("local/collected", root=sys.argv[1])
 items = [ds[i] for i in range(len(ds))]
@@ -75,6 +85,8 @@ def run_lerobot(script: str, *args: str, tmp: Path) -> None:
     env.pop("PYTHONPATH", None)
     proc = subprocess.run([LEROBOT_PYTHON, "-c", textwrap.dedent(script), *args], env=env, capture_output=True,
                           text=True, timeout=600)
+    if proc.returncode == NO_DECODER:
+        pytest.skip(FFMPEG_HINT)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
