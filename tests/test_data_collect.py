@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -108,6 +109,15 @@ def test_rerun_with_other_settings_is_refused(tmp_path: Path) -> None:
         collect("pointnav", {**NAV, "resolution": 32}, "expert", {}, tmp_path, episodes=2, progress=False)
     r = collect("pointnav", NAV, "expert", {}, tmp_path, episodes=1, progress=False)
     assert r.committed == 0 and r.total == 1  # already complete
+    # DAgger-style aggregation: another policy object, fresh seeds, appended
+    from embodied.policies import make
+
+    r = collect("pointnav", NAV, "random", {}, tmp_path, episodes=1, seed=50, progress=False,
+                policy=make("random", action_space=gym.spaces.Discrete(4), seed=0))
+    src = open_dataset(tmp_path)
+    assert r.committed == 1 and src.num_episodes == 2 and src.episode_info(1)["seed"] == 50
+    r = collect("pointnav", NAV, "random", {"seed": 1}, tmp_path, episodes=1, seed=60, append=True, progress=False)
+    assert r.committed == 1 and open_dataset(tmp_path).episode_info(2)["seed"] == 60
 
 
 def test_objectrecall_tour_then_question(tmp_path: Path) -> None:

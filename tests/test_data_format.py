@@ -271,3 +271,16 @@ def test_libero_hdf5_through_the_dataset_api(tmp_path: Path) -> None:
     (tmp_path / "broken.hdf5").write_bytes(b"not hdf5")
     with pytest.raises(DatasetError, match=r"broken\.hdf5: not a readable HDF5 file"):
         open_dataset(tmp_path)
+
+
+def test_one_writer_at_a_time(tmp_path: Path) -> None:
+    write(tmp_path, [2])
+    first = DatasetWriter(tmp_path)
+    with pytest.raises(DatasetError, match=r"writer\.lock: another writer .* has this dataset open"):
+        DatasetWriter(tmp_path)
+    first.close()
+    with pytest.raises(DatasetError, match="this writer is closed"):
+        first.add_episode(*make_episode(np.random.default_rng(0), 2))
+    with DatasetWriter(tmp_path) as second:
+        assert second.add_episode(*make_episode(np.random.default_rng(0), 2)) == 1
+    assert open_dataset(tmp_path).num_episodes == 2

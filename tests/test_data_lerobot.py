@@ -21,8 +21,18 @@ pytestmark = pytest.mark.skipif(
     not LEROBOT_PYTHON, reason="EMBODIED_LEROBOT_PYTHON is not set (bash ../shared/lerobot/build.sh makes one; "
                                "see docs/data.md)")
 
+NO_DECODER = 77  # exit status: LeRobot's video decoder cannot load (FFmpeg's shared libraries missing)
+FFMPEG_HINT = ("torchcodec in the lerobot venv cannot load FFmpeg's shared libraries (LeRobot's pyav fallback needs "
+               "torchvision's removed VideoReader): apt-get install libavdevice59 libavfilter8 libavformat59 "
+               "libavcodec59 libavutil57 libswscale6 libswresample4")
+
 READ_WITH_LEROBOT = """
 import sys, numpy as np
+try:
+    from torchcodec.decoders import VideoDecoder  # noqa: F401  (what LeRobot decodes videos with)
+except Exception as e:
+    print(e, file=sys.stderr)
+    sys.exit(77)
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 ds = LeRobotDataset("local/collected", root=sys.argv[1])
 items = [ds[i] for i in range(len(ds))]
@@ -44,6 +54,7 @@ features = {
     "observation.images.image": {"dtype": "video", "shape": (64, 64, 3), "names": ["height", "width", "channels"]},
     "observation.images.wrist_image": {"dtype": "video", "shape": (64, 64, 3),
                                        "names": ["height", "width", "channels"]},
+    "observation.images.top": {"dtype": "image", "shape": (16, 16, 3), "names": ["height", "width", "channels"]},
     "observation.state": {"dtype": "float32", "shape": (8,), "names": None},
     "action": {"dtype": "float32", "shape": (7,), "names": None},
 }
@@ -56,6 +67,7 @@ for ep, length in enumerate([5, 7, 4]):
     for t in range(length):
         image = (ramp + 10 * t).astype(np.uint8)
         frame = {"observation.images.image": image, "observation.images.wrist_image": image[::-1],
+                 "observation.images.top": image[:16, :16],
                  "observation.state": rng.normal(size=8).astype(np.float32),
                  "action": rng.uniform(-1, 1, 7).astype(np.float32), "task": task}
         ds.add_frame(frame)
@@ -73,6 +85,8 @@ def run_lerobot(script: str, *args: str, tmp: Path) -> None:
     env.pop("PYTHONPATH", None)
     proc = subprocess.run([LEROBOT_PYTHON, "-c", textwrap.dedent(script), *args], env=env, capture_output=True,
                           text=True, timeout=600)
+    if proc.returncode == NO_DECODER:
+        pytest.skip(FFMPEG_HINT)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -105,7 +119,7 @@ def test_lerobot_written_dataset_reads_through_our_api(tmp_path: Path) -> None:
     assert src.env is None and src.fps == 10 and src.num_episodes == 3
     assert src.episode_lengths.tolist() == [5, 7, 4]
     assert src.tasks == ["put the bowl on the plate", "open the drawer"]
-    assert set(src.observation_space.spaces) == {"image", "wrist_image", "state", "instruction"}
+    assert set(src.observation_space.spaces) == {"image", "wrist_image", "top", "state", "instruction"}
     assert src.action_space.shape == (7,)
     ours = [src.read(e) for e in range(3)]
     assert np.array_equal(np.concatenate([o["action"] for o in ours]), raw["action"])
@@ -114,6 +128,8 @@ def test_lerobot_written_dataset_reads_through_our_api(tmp_path: Path) -> None:
     image = np.concatenate([o["obs"]["image"] for o in ours]).astype(int)
     err = np.abs(image - raw["image"].astype(int)).mean(axis=(1, 2, 3))
     assert err.max() < 4.0, err  # LeRobot's AV1 video, lossy
+    top = np.concatenate([o["obs"]["top"] for o in ours])
+    assert np.array_equal(top, raw["image"][:, :16, :16])  # PNG in parquet: exact
     assert np.allclose(src.stats["action"]["mean"], raw["action"].mean(0), atol=1e-5)
     renamed = open_dataset(root, rename={"observation.images.image": "agentview_rgb"})
     assert "agentview_rgb" in renamed.observation_space.spaces

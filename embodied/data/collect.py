@@ -156,13 +156,15 @@ def collect(
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
     policy: Policy | None = None,
+    append: bool = False,
 ) -> CollectResult:
     """Record episodes 0..episodes-1 (seeds seed..seed+episodes-1) into the dataset at
     `output_dir`, skipping those already there.
 
     `policy`: an already built policy to record (DAgger's mixture, say) instead of building
     `policy_name` with `policy_options` (which then only describe it). The caller then owns
-    what is appended: a dataset collected by another policy accepts the episodes."""
+    what is appended: a dataset collected by another policy or seed accepts the episodes
+    (use fresh seeds each round), as it does with `append=True`."""
     from embodied import policies
 
     if episodes < 1:
@@ -172,43 +174,53 @@ def collect(
     root = Path(output_dir)
     env_meta = {"name": env_name, "options": dict(env_options)}
     collection = {"policy": {"name": policy_name, "options": dict(policy_options)}, "seed": int(seed)}
-    done_seeds: set[int] = set()
     writer: DatasetWriter | None = None
-    if (root / "meta" / "info.json").exists():
-        writer = DatasetWriter(root, env=env_meta)
-        stored = writer.meta.get("collection")
-        if policy is None and stored is not None and stored != collection:
-            raise DatasetError(f"{root / 'meta/embodied.json'}: collected with {stored}, this run asks for "
-                               f"{collection}; use the same policy and seed, or another output_dir")
-        done_seeds = {s for s in writer.seeds() if s is not None}
-    todo = deque(k for k in range(episodes) if seed + k not in done_seeds)
-    start = time.time()
-    if not todo:
-        total = writer.num_episodes if writer else 0
-        return CollectResult(0, total, float("nan"), False, 0.0)
-    n = min(num_envs, len(todo))
-    venv = make_recording_vec(env_name, n, vectorization, **env_options)
     try:
-        if writer is None:
-            writer = DatasetWriter(root, venv.single_observation_space, venv.single_action_space,
-                                   fps=fps or int(venv.metadata.get("render_fps", 10)), env=env_meta,
-                                   video=video or VideoSettings(), collection=collection)
-        if policy is None:
-            policy = policies.make(policy_name, observation_space=venv.single_observation_space,
-                                   action_space=venv.single_action_space, **policy_options)
-        bar = _progress(len(todo), progress)
-        with _StopFlag() as flag:
-            def stop() -> bool:
-                return flag.raised or bool(should_stop and should_stop())
+        if (root / "meta" / "info.json").exists():
+            writer = DatasetWriter(root, env=env_meta)
+        done = _done_seeds(writer, collection, append or policy is not None, root)
+        todo = deque(k for k in range(episodes) if seed + k not in done)
+        start = time.time()
+        if not todo:
+            return CollectResult(0, writer.num_episodes if writer else 0, float("nan"), False, 0.0)
+        venv = make_recording_vec(env_name, min(num_envs, len(todo)), vectorization, **env_options)
+        try:
+            if writer is None:
+                writer = DatasetWriter(root, venv.single_observation_space, venv.single_action_space,
+                                       fps=fps or int(venv.metadata.get("render_fps", 10)), env=env_meta,
+                                       video=video or VideoSettings(), collection=collection)
+            if policy is None:
+                policy = policies.make(policy_name, observation_space=venv.single_observation_space,
+                                       action_space=venv.single_action_space, **policy_options)
+            bar = _progress(len(todo), progress)
+            with _StopFlag() as flag:
+                def stop() -> bool:
+                    return flag.raised or bool(should_stop and should_stop())
 
-            successes = _run(venv, policy, writer, todo, seed, stop, bar)
-            interrupted = stop()
-        if bar is not None:
-            bar.close()
+                successes = _run(venv, policy, writer, todo, seed, stop, bar)
+                interrupted = stop()
+            if bar is not None:
+                bar.close()
+        finally:
+            venv.close()
+        total = writer.num_episodes
     finally:
-        venv.close()
+        if writer is not None:
+            writer.close()
     success = float(np.mean(successes)) if successes else float("nan")
-    return CollectResult(len(successes), writer.num_episodes, success, interrupted, time.time() - start)
+    return CollectResult(len(successes), total, success, interrupted, time.time() - start)
+
+
+def _done_seeds(writer: DatasetWriter | None, collection: Mapping[str, Any], append: bool, root: Path) -> set[int]:
+    """Seeds already committed; refuses a dataset collected with another policy or seed
+    unless appending."""
+    if writer is None:
+        return set()
+    stored = writer.meta.get("collection")
+    if stored is not None and stored != collection and not append:
+        raise DatasetError(f"{root / 'meta/embodied.json'}: collected with {stored}, this run asks for "
+                           f"{collection}; use the same policy and seed, or another output_dir")
+    return {s for s in writer.seeds() if s is not None}
 
 
 def _run(venv: VectorEnv, policy: Any, writer: DatasetWriter, todo: deque, seed: int, stop: Callable[[], bool],
@@ -283,6 +295,13 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="ep", desc="collect", dynamic_ncols=True, file=sys.stderr)
 
 
+def _int(section: Any, key: str) -> int:
+    value = section[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"collect.{key} must be an int, got {value!r}")
+    return value
+
+
 def main(cfg: Any) -> int:
     """The `embodied-collect` entry point's body (a Hydra config: env, policy, collect, output_dir)."""
     from omegaconf import OmegaConf
@@ -293,9 +312,9 @@ def main(cfg: Any) -> int:
     policy_name, policy_kwargs = component_kwargs(cfg.policy)
     c = cfg.collect
     video = VideoSettings(**OmegaConf.to_container(c.video, resolve=True))
-    result = collect(env_name, env_kwargs, policy_name, policy_kwargs, cfg.output_dir, int(c.episodes),
-                     seed=int(c.seed), num_envs=int(c.num_envs), vectorization=str(c.vectorization),
-                     fps=None if c.fps is None else int(c.fps), video=video, progress=bool(c.progress))
+    result = collect(env_name, env_kwargs, policy_name, policy_kwargs, cfg.output_dir, _int(c, "episodes"),
+                     seed=_int(c, "seed"), num_envs=_int(c, "num_envs"), vectorization=str(c.vectorization),
+                     fps=None if c.fps is None else _int(c, "fps"), video=video, progress=bool(c.progress))
     state = "interrupted" if result.interrupted else "done"
     print(f"embodied-collect {state}: {result.committed} episodes committed in {result.seconds:.1f} s "
           f"({result.committed / max(result.seconds, 1e-9):.2f} episodes/s), success {result.success:.3f}; "

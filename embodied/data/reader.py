@@ -183,8 +183,8 @@ class LeRobotSource(EpisodeSource):
 
     def _foreign_keymap(self, rename: Mapping[str, str]) -> dict[str, str]:
         out = {}
-        for fkey, ft in self.features.items():
-            if fkey in F.FRAME_FEATURES or fkey in ("action", F.EXPERT_ACTION) or ft["dtype"] == "image":
+        for fkey in self.features:
+            if fkey in F.FRAME_FEATURES or fkey in ("action", F.EXPERT_ACTION):
                 continue
             if fkey in rename:
                 out[rename[fkey]] = fkey
@@ -263,7 +263,8 @@ class LeRobotSource(EpisodeSource):
         if lo < 0 or lo + row["length"] > len(table):
             raise F.DatasetError(f"{path}: holds rows {first}..{first + len(table) - 1}, episode {episode} needs "
                                  f"{row['dataset_from_index']}..{row['dataset_to_index'] - 1} (truncated?)")
-        rows = table.take(pa.array(lo + frames))
+        contiguous = len(frames) > 0 and np.array_equal(frames, np.arange(frames[0], frames[0] + len(frames)))
+        rows = table.slice(lo + int(frames[0]), len(frames)) if contiguous else table.take(pa.array(lo + frames))
         got = rows.column("episode_index").to_numpy()
         if got.size and np.any(got != episode):
             raise F.DatasetError(f"{path}: rows for episode {episode} hold episode_index {sorted(set(got))}")
@@ -273,6 +274,8 @@ class LeRobotSource(EpisodeSource):
             if fkey == "task":
                 idx = self._col(rows, "task_index", path)
                 out["obs"][name] = np.array([self.tasks[i] for i in idx], dtype=object)
+            elif self.features[fkey]["dtype"] == "image":  # PNG/JPEG bytes in parquet (e.g. HuggingFaceVLA/libero)
+                out["obs"][name] = _decode_images(rows, fkey, path)
             elif self.features[fkey]["dtype"] == "video":
                 out["obs"][name] = decode(self._video_path(row, fkey), self.fps, frames,
                                           float(row[f"videos/{fkey}/from_timestamp"]))
@@ -312,6 +315,26 @@ class LeRobotSource(EpisodeSource):
         if isinstance(space, spaces.Box):
             return values.reshape((len(values), *space.shape)).astype(space.dtype, copy=False)
         return values
+
+
+def _decode_images(rows: pa.Table, fkey: str, path: Path) -> np.ndarray:
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    if fkey not in rows.column_names:
+        raise F.DatasetError(f"{path}: no column {fkey!r} (info.json lists it as a feature)")
+    out = []
+    for value in rows.column(fkey).to_pylist():
+        data = value.get("bytes") if isinstance(value, dict) else value
+        if not data:
+            raise F.DatasetError(f"{path}: column {fkey!r} holds no image bytes (images stored as paths are not "
+                                 "supported)")
+        try:
+            out.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+        except (UnidentifiedImageError, OSError) as e:
+            raise F.DatasetError(f"{path}: column {fkey!r}: not a decodable image ({e})") from e
+    return np.stack(out)
 
 
 def _box(ft: Mapping[str, Any]) -> spaces.Box:

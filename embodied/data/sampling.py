@@ -83,8 +83,7 @@ class WindowDataset(_Sequences):
         super().__init__(source, keys)
         self.window, self.burn_in, self.stride, self.cross_episodes = window, burn_in, stride, cross_episodes
         lengths = source.episode_lengths
-        self.index = np.array([(e, s) for e in range(len(lengths)) for s in range(0, int(lengths[e]), stride)],
-                              dtype=np.int64).reshape(-1, 2)
+        self.index = _frame_index(lengths, stride)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -134,8 +133,7 @@ class GroupDataset(_Sequences):
         super().__init__(source, keys)
         self.group_size, self.span, self.seed, self.epoch = group_size, span, seed, 0
         lengths = source.episode_lengths
-        self.index = np.array([(e, t) for e in range(len(lengths)) for t in range(int(lengths[e]))],
-                              dtype=np.int64).reshape(-1, 2)
+        self.index = _frame_index(lengths, 1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -158,6 +156,15 @@ class GroupDataset(_Sequences):
         if len(frames) < self.group_size:  # pad at the front: the current frame stays last
             item = pad_item(item, self.group_size, front=True)
         return item
+
+
+def _frame_index(lengths: np.ndarray, stride: int) -> np.ndarray:
+    """[(episode, frame)] for every `stride`-th frame of every episode, as an [N, 2] array."""
+    starts = [np.arange(0, int(n), stride) for n in lengths]
+    if not starts:
+        return np.zeros((0, 2), np.int64)
+    episodes = np.repeat(np.arange(len(lengths)), [len(s) for s in starts])
+    return np.stack([episodes, np.concatenate(starts)], axis=1).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- samplers

@@ -89,7 +89,7 @@ def decode(path: Path, fps: int, indices: np.ndarray, from_timestamp: float = 0.
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             start = from_timestamp + first / fps
-            if first > 0:  # seek to the keyframe at or before the first wanted frame
+            if start > 0:  # seek to the keyframe at or before the first wanted frame
                 container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
             for frame in container.decode(stream):
                 if frame.time is None:

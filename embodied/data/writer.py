@@ -51,14 +51,31 @@ class DatasetWriter:
         robot_type: str | None = None,
     ) -> None:
         self.root = Path(root)
-        if (self.root / F.INFO).exists():
-            self._open(observation_space, action_space, fps, env)
-        else:
-            if observation_space is None or action_space is None or fps is None:
-                raise F.DatasetError(f"{self.root}: no dataset there; creating one needs observation_space, "
-                                     "action_space and fps")
-            self._create(observation_space, action_space, int(fps), env, video or VideoSettings(), collection,
-                         robot_type)
+        self._lock = _lock(self.root)
+        try:
+            if (self.root / F.INFO).exists():
+                self._open(observation_space, action_space, fps, env)
+            else:
+                if observation_space is None or action_space is None or fps is None:
+                    raise F.DatasetError(f"{self.root}: no dataset there; creating one needs observation_space, "
+                                         "action_space and fps")
+                self._create(observation_space, action_space, int(fps), env, video or VideoSettings(), collection,
+                             robot_type)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the directory for other writers (also done when the process ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ create / open
     def _create(self, obs_space: spaces.Dict, act_space: spaces.Space, fps: int, env: Mapping[str, Any] | None,
@@ -185,6 +202,8 @@ class DatasetWriter:
         per-step values (the instruction as T strings); step t is (obs_t, action_t, reward_t,
         terminated_t, truncated_t), the reward and flags being what env.step(action_t) returned.
         `task` names the episode's task when the observations carry no instruction."""
+        if self._lock is None:
+            raise F.DatasetError(f"{self.root}: this writer is closed")
         action = np.asarray(action)
         t = len(action)
         if t == 0:
@@ -308,6 +327,22 @@ class DatasetWriter:
         F.write_json(self.root / F.INFO, self.info)
 
 
+def _lock(root: Path) -> Any:
+    """An exclusive lock on the directory for this writer's lifetime: two writers appending
+    at once would both claim the next episode number. The kernel drops it if the process dies."""
+    import fcntl
+
+    path = root / "meta" / "writer.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a")  # noqa: SIM115 (held open on purpose: the lock lives as long as the file)
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise F.DatasetError(f"{path}: another writer (process or object) has this dataset open") from None
+    return f
+
+
 def _steps(values: Any, t: int, name: str) -> np.ndarray:
     arr = np.asarray(values)
     if arr.shape != (t,):
@@ -338,20 +373,40 @@ def episode_stats(columns: Mapping[str, Any], obs: Mapping[str, Any], keymap: Ma
         if features[fkey]["dtype"] not in ("string", "bool"):
             values[fkey] = np.asarray(v)
     for fkey, v in values.items():
-        x = v.astype(np.float64)
-        if features[fkey]["dtype"] == "video":
-            x = x / 255.0
-        if x.ndim == 4:  # [T, H, W, C] -> per channel
-            axes, shape = (0, 1, 2), (x.shape[-1], 1, 1)
-        elif x.ndim == 3:  # [T, H, W]
-            axes, shape = (0, 1, 2), (1,)
+        scale = 255.0 if features[fkey]["dtype"] == "video" else 1.0
+        if v.ndim == 4:  # [T, H, W, C] -> per channel
+            channels, shape = [v[..., c].reshape(-1) for c in range(v.shape[-1])], (v.shape[-1], 1, 1)
+        elif v.ndim == 3:  # [T, H, W]
+            channels, shape = [v.reshape(-1)], (1,)
         else:
-            x = x.reshape(len(x), -1)
-            axes, shape = (0,), (x.shape[1],)
-        out[fkey] = {"min": x.min(axis=axes).reshape(shape), "max": x.max(axis=axes).reshape(shape),
-                     "mean": x.mean(axis=axes).reshape(shape), "std": x.std(axis=axes).reshape(shape),
+            flat = v.reshape(len(v), -1)
+            channels, shape = [flat[:, j] for j in range(flat.shape[1])], (flat.shape[1],)
+        per = np.array([_moments(c) for c in channels], dtype=np.float64)  # [C, 4]: min, max, mean, std
+        out[fkey] = {"min": (per[:, 0] / scale).reshape(shape), "max": (per[:, 1] / scale).reshape(shape),
+                     "mean": (per[:, 2] / scale).reshape(shape), "std": (per[:, 3] / scale).reshape(shape),
                      "count": np.array([len(v)])}
     return out
+
+
+def _moments(x: np.ndarray) -> tuple[float, float, float, float]:
+    """min, max, mean, std of a 1-D array, accumulated in float64 (uint8 through a histogram:
+    exact and fast on images)."""
+    if x.dtype == np.uint8:
+        hist = np.bincount(x, minlength=256).astype(np.float64)
+        values = np.arange(256, dtype=np.float64)
+        nz = np.flatnonzero(hist)
+        n = hist.sum()
+        mean = (hist @ values) / n
+        var = (hist @ values**2) / n - mean**2
+        return float(nz[0]), float(nz[-1]), float(mean), float(np.sqrt(max(var, 0.0)))
+    x = np.ascontiguousarray(x)
+    if x.dtype == np.bool_:
+        x = x.astype(np.uint8)
+    mean = float(x.sum(dtype=np.float64)) / len(x)
+    centred = x.astype(np.float64) - mean if x.dtype.itemsize > 4 or len(x) < 4096 else \
+        x.astype(np.float32) - np.float32(mean)
+    var = float(np.square(centred).sum(dtype=np.float64)) / len(x)
+    return float(x.min()), float(x.max()), mean, float(np.sqrt(var))
 
 
 def _row_stats(row: Mapping[str, Any], features: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
