@@ -70,7 +70,7 @@ DRIVERS: dict[str, Driver] = {
         make=lambda: em.make(
             "dual_kv", semantic_dim=6, spatial_dim=5, dim=8, tokens_per_frame=2, layers=1, heads=2, n_initial=2,
             n_recent=3,
-        ),  # fmt: skip
+        ),
         inputs=lambda B, T, g: (_randn(B, T, 2, 6, g=g), _randn(B, T, 2, 5, g=g)),
         step=lambda m, s, x: m.step(x[0], x[1], s).output,
         sequence=lambda m, s, x, r: m.sequence(x[0], x[1], s, r).output,

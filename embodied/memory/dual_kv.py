@@ -31,7 +31,6 @@ from embodied.memory import MEMORIES
 from embodied.memory.base import Memory, ReadResult, scan
 from embodied.memory.state import TensorState
 
-
 _LAYER_FIELDS = ("keys", "values", "slot_frame", "frames_seen")
 
 

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from embodied.memory import MEMORIES
 from embodied.memory.base import Memory, ReadResult, scan, sinusoid, uses_state
-from embodied.memory.state import TensorState
 from embodied.memory.hcam import HCAMAttention
+from embodied.memory.state import TensorState
 
 EVICTIONS = ("fifo", "lifo", "lvfo", "mvfo")
 

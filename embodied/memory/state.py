@@ -64,7 +64,8 @@ class TensorState:
         return self
 
     def _check_new(self, name: str) -> None:
-        if name in self._tensors or name in self._children or name.startswith("_") or name == "meta" or hasattr(type(self), name):
+        reserved = name.startswith("_") or name == "meta" or hasattr(type(self), name)
+        if name in self._tensors or name in self._children or reserved:
             raise ValueError(f"state name '{name}' is taken or reserved")
 
     # ------------------------------------------------------------------ access

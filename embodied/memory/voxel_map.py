@@ -228,7 +228,7 @@ class VoxelMap(Memory):
 
     # the flat table is not indexed by env: custom reset / prune / batch size
     def reset(self, mask: Tensor | None = None) -> None:
-        mask = torch.ones(self.batch_size, dtype=torch.bool, device=self.device) if mask is None else self._rows(mask)
+        mask = self._rows(torch.ones(self.batch_size, dtype=torch.bool) if mask is None else mask)
         self.t = torch.where(mask.to(self.t.device), 0, self.t)
         if not bool(mask.any()) or not bool((self._occ.to(mask.device)[mask] > 0).any()):
             return  # nothing to clear (the usual per-step reset(done) call)
@@ -416,7 +416,10 @@ class VoxelMap(Memory):
         kk = min(k, dense.shape[1])
         top, idx = dense.topk(kk, dim=1)
         valid = torch.isfinite(top)
-        cent = self.centres(self.vkeys[idx.clamp(max=max(V - 1, 0))]) if V else torch.zeros(B, kk, 3, device=score.device)
+        if V:
+            cent = self.centres(self.vkeys[idx.clamp(max=max(V - 1, 0))])
+        else:
+            cent = torch.zeros(B, kk, 3, device=score.device)
         cent = cent * valid[..., None]
         return (cent, valid, top) if return_scores else (cent, valid)
 
