@@ -575,6 +575,24 @@ class _LocalAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, :, None, None, :])
         return self.o(out.reshape(B, T, D))
 
+    def one(self, x: Tensor, window: Tensor, valid: Tensor) -> Tensor:
+        """The rollout form of `forward` for one step per row: x [B,D], window [B,W,D], valid [B,W] -> [B,D].
+
+        Projections on the query side (as `HCAMAttention`): logits (W_k,h^T q_h) . w_j (the key bias adds a
+        per-head constant the softmax ignores) and values W_v,h (sum_j a_j w_j) + b_v,h (the weights sum to
+        1: x itself is always valid), so the window is never projected: O(W*D*H) instead of O(W*D^2)."""
+        B, W, D = window.shape
+        H = self.heads
+        dh = D // H
+        wk, wv = self.kv.weight[:D].view(H, dh, D), self.kv.weight[D:].view(H, dh, D)
+        qh = self.q(x).view(B, H, dh).transpose(0, 1)  # [H,B,dh]
+        qk = torch.bmm(qh, wk).transpose(0, 1) * (1.0 / math.sqrt(dh))  # [B,H,D]
+        logits = torch.bmm(qk, window.transpose(1, 2))  # [B,H,W]
+        attn = torch.softmax(logits.masked_fill(~valid[:, None, :], float("-inf")), dim=-1)
+        ctx = torch.bmm(attn, window)  # [B,H,D]
+        vals = torch.bmm(wv, ctx.permute(1, 2, 0)).permute(2, 0, 1).reshape(B, D) + self.kv.bias[D:]
+        return self.o(vals)
+
 
 @MEMORIES.register("hcam_layer")
 class HCAMLayer(Memory):
@@ -639,7 +657,7 @@ class HCAMLayer(Memory):
         slots = self._slots(C + 1, x.device)
         valid = (slots[None] < state.n_acc[:, None]) | (slots[None] == C)  # the filled accumulator + x
         h = self.ln1(window)
-        x1 = x + self.local(h[:, C:], h[:, None], valid[:, None])[:, 0]
+        x1 = x + self.local.one(h[:, C], h, valid)
         r = self.memory.step(x, state, query=self.ln2(x1))
         x2 = x1 + r.output
         return ReadResult(x2 + self.mlp(self.ln3(x2)), r.trace)
