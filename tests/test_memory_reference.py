@@ -4,6 +4,7 @@ state dicts, no host tensors on the hot path, non-colliding place encodings."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -154,7 +155,8 @@ def test_place_time_and_place_encodings_never_collide() -> None:
     d = torch.cdist(enc.double(), enc.double())
     d.fill_diagonal_(float("inf"))
     assert float(d.min()) > 1e-3
-    assert not torch.allclose(m.encoding(torch.tensor(5), torch.tensor(3)), m.encoding(torch.tensor(3), torch.tensor(5)))
+    five, three = torch.tensor(5), torch.tensor(3)
+    assert not torch.allclose(m.encoding(five, three), m.encoding(three, five))
 
 
 # ----------------------------------------------------------------------------- dual_kv (JanusVLN)
@@ -174,7 +176,7 @@ def test_dual_kv_sequence_equals_dense_start_recent_attention() -> None:
         ref = torch.zeros_like(got)
         for b in range(B):
             starts = [0, *[int(t) for t in reset[b].nonzero().flatten() if t > 0], T]
-            for lo, hi in zip(starts[:-1], starts[1:]):
+            for lo, hi in itertools.pairwise(starts):
                 s = _dense_encoder(m.semantic, sem[b, lo:hi], n_init, n_recent)
                 g = _dense_encoder(m.spatial, spa[b, lo:hi], n_init, n_recent)
                 ref[b, lo:hi] = s + m.fusion_weight * m.merger(g)

@@ -581,7 +581,7 @@ class _LocalAttention(nn.Module):
         Projections on the query side (as `HCAMAttention`): logits (W_k,h^T q_h) . w_j (the key bias adds a
         per-head constant the softmax ignores) and values W_v,h (sum_j a_j w_j) + b_v,h (the weights sum to
         1: x itself is always valid), so the window is never projected: O(W*D*H) instead of O(W*D^2)."""
-        B, W, D = window.shape
+        B, _W, D = window.shape
         H = self.heads
         dh = D // H
         wk, wv = self.kv.weight[:D].view(H, dh, D), self.kv.weight[D:].view(H, dh, D)
