@@ -613,3 +613,34 @@ def test_pcmb_query_side_retrieval_equals_projecting_the_bank(
     params = [q, blk.q.weight, blk.k.weight, blk.v.weight, blk.v.bias]
     for x, y in zip(torch.autograd.grad(a.square().sum(), params), torch.autograd.grad(b.square().sum(), params)):
         torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4)
+
+
+READS = {  # read(query = the step's input, state) of each driver, compared with what `step` returns
+    "hcam": lambda m, s, x: m.read(x[0], s).output,
+    "pcmb": lambda m, s, x: m.read(x[0], x[1], s).output[0].flatten(1),
+    "pcmb_fifo": lambda m, s, x: m.read(x[0], x[1], s).output[1],
+    "dual_kv": lambda m, s, x: m.read(x[0], x[1], s).output,
+    "events": lambda m, s, x: m.read(x[0], s).output,
+    **{f"place_{ev}": (lambda m, s, x: m.read(x[0], s).output) for ev in ("fifo", "lifo", "lvfo", "mvfo")},
+}
+
+
+@pytest.mark.parametrize("name", sorted(READS))
+def test_step_reads_the_memory_before_writing_the_step(name: str) -> None:
+    """Read-then-write: a step's output is the read of the state as it was before the step (and `read`
+    leaves the state unchanged)."""
+    d = DRIVERS[name]
+    g = torch.Generator().manual_seed(4)
+    B, T = 2, 9
+    x = d.inputs(B, T, g)
+    m, s = _fresh(d, B)
+    with torch.no_grad():
+        for t in range(T):
+            xt = _slice(x, t)
+            before = s.clone()
+            r1 = READS[name](m, s, xt)
+            r2 = READS[name](m, s, xt)  # a read changes nothing
+            got = d.step(m, s, xt)
+            torch.testing.assert_close(r1, r2, rtol=0, atol=0)
+            torch.testing.assert_close(got, r1, rtol=1e-5, atol=1e-6)
+            assert any(not torch.equal(v, s.tensors()[k]) for k, v in before.tensors().items())  # it wrote
