@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import embodied.memory as em
+from embodied.memory.state import TensorState
 
 torch.set_num_threads(1)
 SETTINGS = settings(
@@ -27,10 +28,11 @@ SETTINGS = settings(
 
 @dataclass
 class Driver:
-    make: Callable[[int], Any]
+    make: Callable[[], Any]
     inputs: Callable[[int, int, torch.Generator], tuple[torch.Tensor, ...]]  # each [B,T,...]
-    step: Callable[[Any, tuple[torch.Tensor, ...]], torch.Tensor]
-    sequence: Callable[[Any, tuple[torch.Tensor, ...], torch.Tensor | None], torch.Tensor]
+    step: Callable[[Any, TensorState, tuple[torch.Tensor, ...]], torch.Tensor]
+    sequence: Callable[[Any, TensorState, tuple[torch.Tensor, ...], torch.Tensor | None], torch.Tensor]
+    parallel: bool = False  # `sequence` is a parallel pass (not a scan of `step`)
 
 
 def _randn(*shape: int, g: torch.Generator) -> torch.Tensor:
@@ -39,60 +41,52 @@ def _randn(*shape: int, g: torch.Generator) -> torch.Tensor:
 
 DRIVERS: dict[str, Driver] = {
     "hcam": Driver(
-        make=lambda B: em.make("hcam", dim=8, batch_size=B, chunk_size=3, topk=2, heads=2, max_chunks=3),
+        make=lambda: em.make("hcam", dim=8, chunk_size=3, topk=2, heads=2, max_chunks=3),
         inputs=lambda B, T, g: (_randn(B, T, 8, g=g),),
-        step=lambda m, x: m.step(x[0]).output,
-        sequence=lambda m, x, r: m.sequence(x[0], reset=r).output,
+        step=lambda m, s, x: m.step(x[0], s).output,
+        sequence=lambda m, s, x, r: m.sequence(x[0], s, reset=r).output,
+        parallel=True,
     ),
     "hcam_layer": Driver(
-        make=lambda B: em.make("hcam_layer", dim=8, batch_size=B, chunk_size=3, topk=2, heads=2, max_chunks=3),
+        make=lambda: em.make("hcam_layer", dim=8, chunk_size=3, topk=2, heads=2, max_chunks=3),
         inputs=lambda B, T, g: (_randn(B, T, 8, g=g),),
-        step=lambda m, x: m.step(x[0]).output,
-        sequence=lambda m, x, r: m.sequence(x[0], r).output,
+        step=lambda m, s, x: m.step(x[0], s).output,
+        sequence=lambda m, s, x, r: m.sequence(x[0], s, r).output,
+        parallel=True,
     ),
     "pcmb": Driver(
-        make=lambda B: em.make("pcmb", dim=8, n_tokens=2, batch_size=B, capacity=3, heads=2),
+        make=lambda: em.make("pcmb", dim=8, n_tokens=2, capacity=3, heads=2),
         inputs=lambda B, T, g: (_randn(B, T, 2, 8, g=g), _randn(B, T, 8, g=g)),
-        step=lambda m, x: m.step(x[0], x[1]).output[0].flatten(1),
-        sequence=lambda m, x, r: m.sequence(x[0], x[1], r).output[0].flatten(2),
+        step=lambda m, s, x: m.step(x[0], x[1], s).output[0].flatten(1),
+        sequence=lambda m, s, x, r: m.sequence(x[0], x[1], s, r).output[0].flatten(2),
     ),
     "pcmb_fifo": Driver(
-        make=lambda B: em.make("pcmb", dim=8, n_tokens=2, batch_size=B, capacity=3, consolidation="fifo"),
+        make=lambda: em.make("pcmb", dim=8, n_tokens=2, capacity=3, consolidation="fifo"),
         inputs=lambda B, T, g: (_randn(B, T, 2, 8, g=g), _randn(B, T, 8, g=g)),
-        step=lambda m, x: m.step(x[0], x[1]).output[1],
-        sequence=lambda m, x, r: m.sequence(x[0], x[1], r).output[1],
+        step=lambda m, s, x: m.step(x[0], x[1], s).output[1],
+        sequence=lambda m, s, x, r: m.sequence(x[0], x[1], s, r).output[1],
     ),
     "dual_kv": Driver(
-        make=lambda B: em.make(
-            "dual_kv",
-            semantic_dim=6,
-            spatial_dim=5,
-            dim=8,
-            tokens_per_frame=2,
-            batch_size=B,
-            layers=1,
-            heads=2,
-            n_initial=2,
+        make=lambda: em.make(
+            "dual_kv", semantic_dim=6, spatial_dim=5, dim=8, tokens_per_frame=2, layers=1, heads=2, n_initial=2,
             n_recent=3,
         ),
         inputs=lambda B, T, g: (_randn(B, T, 2, 6, g=g), _randn(B, T, 2, 5, g=g)),
-        step=lambda m, x: m.step(x[0], x[1]).output,
-        sequence=lambda m, x, r: m.sequence(x[0], x[1], r).output,
+        step=lambda m, s, x: m.step(x[0], x[1], s).output,
+        sequence=lambda m, s, x, r: m.sequence(x[0], x[1], s, r).output,
     ),
     "events": Driver(
-        make=lambda B: em.make("events", dim=8, batch_size=B, max_events=4, max_event_len=3, window=5, topk=2),
+        make=lambda: em.make("events", dim=8, max_events=4, max_event_len=3, window=5, topk=2),
         inputs=lambda B, T, g: (_randn(B, T, 8, g=g), torch.rand(B, T, generator=g)),
-        step=lambda m, x: m.step(x[0], x[1]).output,
-        sequence=lambda m, x, r: m.sequence(x[0], x[1], r).output,
+        step=lambda m, s, x: m.step(x[0], s, x[1]).output,
+        sequence=lambda m, s, x, r: m.sequence(x[0], s, x[1], r).output,
     ),
     **{
         f"place_{ev}": Driver(
-            make=lambda B, ev=ev: em.make(
-                "place", dim=8, batch_size=B, capacity=6, num_places=3, chunk_size=2, topk=2, eviction=ev
-            ),
+            make=lambda ev=ev: em.make("place", dim=8, capacity=6, num_places=3, chunk_size=2, topk=2, eviction=ev),
             inputs=lambda B, T, g: (_randn(B, T, 8, g=g), torch.randint(0, 3, (B, T), generator=g)),
-            step=lambda m, x: m.step(x[0], x[1]).output,
-            sequence=lambda m, x, r: m.sequence(x[0], x[1], r).output,
+            step=lambda m, s, x: m.step(x[0], x[1], s).output,
+            sequence=lambda m, s, x, r: m.sequence(x[0], x[1], s, r).output,
         )
         for ev in ("fifo", "lifo", "lvfo", "mvfo")
     },
@@ -111,21 +105,24 @@ def _rows(x: tuple[torch.Tensor, ...], idx: torch.Tensor) -> tuple[torch.Tensor,
     return tuple(v[idx] for v in x)
 
 
-def _run(mem: Any, d: Driver, x: tuple[torch.Tensor, ...], reset: torch.Tensor | None = None) -> torch.Tensor:
+def _run(mem: Any, state: TensorState, d: Driver, x: tuple[torch.Tensor, ...],
+         reset: torch.Tensor | None = None) -> torch.Tensor:
     outs = []
     for t in range(x[0].shape[1]):
         if reset is not None:
-            mem.reset(reset[:, t])
-        outs.append(d.step(mem, _slice(x, t)))
+            state.reset(reset[:, t])
+        outs.append(d.step(mem, state, _slice(x, t)))
     return torch.stack(outs, 1)
 
 
-def _fresh(d: Driver, B: int, seed: int = 0) -> Any:
+def _fresh(d: Driver, B: int, seed: int = 0) -> tuple[Any, TensorState]:
     torch.manual_seed(seed)
-    return d.make(B)
+    mem = d.make()
+    return mem, mem.initial_state(B)
 
 
 names = pytest.mark.parametrize("name", sorted(DRIVERS))
+parallel_names = pytest.mark.parametrize("name", sorted(n for n, d in DRIVERS.items() if d.parallel))
 
 
 @names
@@ -136,64 +133,114 @@ def test_reset_of_one_env_never_changes_others(name: str, seed: int, T: int, env
     g = torch.Generator().manual_seed(seed)
     B = 3
     x = d.inputs(B, T, g)
-    a, b = _fresh(d, B), _fresh(d, B)
+    (a, sa), (b, sb) = _fresh(d, B), _fresh(d, B)
     reset = torch.zeros(B, T, dtype=torch.bool)
     reset[env, min(at, T - 1)] = True
     with torch.no_grad():
-        oa = _run(a, d, x)
-        ob = _run(b, d, x, reset)
+        oa = _run(a, sa, d, x)
+        ob = _run(b, sb, d, x, reset)
     others = [i for i in range(B) if i != env]
     torch.testing.assert_close(oa[others], ob[others], rtol=0, atol=0)
 
 
-@names
+@parallel_names
 @SETTINGS
 @given(seed=st.integers(0, 2**16), T=st.integers(3, 10), p=st.floats(0.0, 0.3))
-def test_streaming_equals_sequence(name: str, seed: int, T: int, p: float) -> None:
+def test_parallel_sequence_equals_streaming(name: str, seed: int, T: int, p: float) -> None:
+    """For memories whose `sequence` is a real parallel pass (not a loop over `step`)."""
     d = DRIVERS[name]
     g = torch.Generator().manual_seed(seed)
     B = 3
     x = d.inputs(B, 2 * T, g)
     reset = torch.rand(B, 2 * T, generator=g) < p
-    a, b = _fresh(d, B), _fresh(d, B)
+    (a, sa), (b, sb) = _fresh(d, B), _fresh(d, B)
     with torch.no_grad():
-        oa = _run(a, d, x, reset)
+        oa = _run(a, sa, d, x, reset)
         first = tuple(v[:, :T] for v in x)
         second = tuple(v[:, T:] for v in x)
-        ob = torch.cat([d.sequence(b, first, reset[:, :T]), d.sequence(b, second, reset[:, T:])], 1)
+        ob = torch.cat([d.sequence(b, sb, first, reset[:, :T]), d.sequence(b, sb, second, reset[:, T:])], 1)
     torch.testing.assert_close(oa.reshape(ob.shape), ob, rtol=1e-4, atol=1e-5)
 
 
 @names
 @SETTINGS
 @given(seed=st.integers(0, 2**16), T=st.integers(2, 8))
-def test_state_round_trip_and_prune(name: str, seed: int, T: int) -> None:
+def test_state_clone_select_and_weights_only_state_dict(name: str, seed: int, T: int) -> None:
+    """The state is an object of its own: a clone continues identically, selected rows continue as they
+    would have, and the module's state_dict holds weights only (loading it keeps any state valid)."""
     d = DRIVERS[name]
     g = torch.Generator().manual_seed(seed)
     B = 3
     x = d.inputs(B, 2 * T, g)
-    a = _fresh(d, B)
+    a, sa = _fresh(d, B)
     with torch.no_grad():
-        _run(a, d, tuple(v[:, :T] for v in x))
-        saved = copy.deepcopy(a.state_dict())
-        b = _fresh(d, 1, seed=1)  # another batch size and other weights: the state dict carries both
-        b.load_state_dict(saved)
-        assert b.batch_size == B
+        _run(a, sa, d, tuple(v[:, :T] for v in x))
+        state_leaves = {k.rsplit(".", 1)[-1] for k in sa.tensors()}
+        assert state_leaves and not [k for k in a.state_dict() if k.rsplit(".", 1)[-1] in state_leaves]
+        snapshot = sa.clone()
         rest = tuple(v[:, T:] for v in x)
-        oa, ob = _run(a, d, rest), _run(b, d, rest)
-        torch.testing.assert_close(oa, ob, rtol=0, atol=0)
-        # prune: keep envs 2 and 0 (in that order); their outputs continue unchanged
-        c = _fresh(d, 1, seed=2)
-        c.load_state_dict(saved)
-        c.prune(torch.tensor([2, 0]))
+        oa = _run(a, sa, d, rest)
+        b, _ = _fresh(d, 1, seed=1)  # other weights, then ours loaded: continues from the snapshot exactly
+        b.load_state_dict(a.state_dict())
+        torch.testing.assert_close(_run(b, snapshot.clone(), d, rest), oa, rtol=0, atol=0)
+        c = snapshot.clone()
+        c.select(torch.tensor([2, 0]))
         assert c.batch_size == 2
-        oc = _run(c, d, _rows(rest, torch.tensor([2, 0])))
-        torch.testing.assert_close(oc, oa[[2, 0]], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(_run(a, c, d, _rows(rest, torch.tensor([2, 0]))), oa[[2, 0]], rtol=1e-5, atol=1e-6)
         keep = torch.tensor([True, False, True])
-        c2 = _fresh(d, 1, seed=2)
-        c2.load_state_dict(saved)
-        c2.prune(keep)
-        torch.testing.assert_close(_run(c2, d, _rows(rest, keep)), oa[keep], rtol=1e-5, atol=1e-6)
+        c2 = snapshot.clone()
+        c2.select(keep)
+        torch.testing.assert_close(_run(a, c2, d, _rows(rest, keep)), oa[keep], rtol=1e-5, atol=1e-6)
+
+
+@names
+def test_step_and_sequence_return_the_same_read_result(name: str) -> None:
+    """The one step contract: `sequence` returns what T calls of `step` return (read-then-write),
+    the same output and the same trace keys, stacked on axis 1."""
+    d = DRIVERS[name]
+    g = torch.Generator().manual_seed(0)
+    B, T = 2, 5
+    x = d.inputs(B, T, g)
+    m, s1 = _fresh(d, B)
+    s2 = m.initial_state(B)
+    with torch.no_grad():
+        steps = [_step_result(m, name, s1, _slice(x, t)) for t in range(T)]
+        seq = _sequence_result(m, name, s2, x)
+    assert set(seq.trace) == set(steps[0].trace)
+    last = steps[-1].trace
+    outs = seq.output if isinstance(seq.output, tuple) else (seq.output,)
+    step_outs = steps[-1].output if isinstance(steps[-1].output, tuple) else (steps[-1].output,)
+    for o, so in zip(outs, step_outs):
+        torch.testing.assert_close(o[:, -1], so, rtol=1e-4, atol=1e-5)
+    for k, v in seq.trace.items():
+        assert v.shape[:2] == (B, T), k
+        if k == "indices":  # slots: the ring buffer's in `step`, the window's [stored; new] chunks in `sequence`
+            continue
+        got, want = v[:, -1].float(), last[k].float()
+        if k == "chunk_start_t":  # which unreadable chunk fills an empty pick is arbitrary
+            got, want = got * seq.trace["selected_valid"][:, -1], want * last["selected_valid"]
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=k)
+
+
+
+def _step_result(m: Any, name: str, s: TensorState, x: tuple[torch.Tensor, ...]) -> Any:
+    if name.startswith(("hcam",)):
+        return m.step(x[0], s)
+    if name == "events":
+        return m.step(x[0], s, x[1])
+    if name.startswith("place"):
+        return m.step(x[0], x[1], s)
+    return m.step(x[0], x[1], s)
+
+
+def _sequence_result(m: Any, name: str, s: TensorState, x: tuple[torch.Tensor, ...]) -> Any:
+    if name == "hcam":
+        return m.sequence(x[0], s)
+    if name == "hcam_layer":
+        return m.sequence(x[0], s)
+    if name == "events":
+        return m.sequence(x[0], s, x[1])
+    return m.sequence(x[0], x[1], s)
 
 
 def test_registry_and_names() -> None:
@@ -227,30 +274,32 @@ def test_hcam_topk_all_chunks_equals_full_attention_over_chunks() -> None:
 
 
 def test_hcam_chunk_keys_are_means_and_ring_capacity() -> None:
-    m = em.make("hcam", dim=4, batch_size=2, chunk_size=2, topk=1, heads=1, max_chunks=2)
+    m = em.make("hcam", dim=4, chunk_size=2, topk=1, heads=1, max_chunks=2)
+    s = m.initial_state(2)
     xs = torch.arange(2 * 10 * 4, dtype=torch.float32).view(2, 10, 4)
     for t in range(10):
-        m.write(xs[:, t])
-    assert m.n_chunks.tolist() == [5, 5]
-    assert m.chunk_valid.sum(1).tolist() == [2, 2]  # capacity: only the last 2 chunks remain
-    assert sorted(m.chunk_ord[0].tolist()) == [3, 4]
-    slot = int((m.chunk_ord[0] == 4).nonzero())
-    torch.testing.assert_close(m.keys[0, slot], xs[0, 8:10].mean(0))
-    r = m.read(torch.randn(2, 4))
+        m.write(xs[:, t], s)
+    assert s.n_chunks.tolist() == [5, 5]
+    assert s.chunk_valid.sum(1).tolist() == [2, 2]  # capacity: only the last 2 chunks remain
+    assert sorted(s.chunk_ord[0].tolist()) == [3, 4]
+    slot = int((s.chunk_ord[0] == 4).nonzero())
+    torch.testing.assert_close(s.keys[0, slot], xs[0, 8:10].mean(0))
+    r = m.read(torch.randn(2, 4), s)
     assert r.trace["indices"].shape == (2, 1) and torch.allclose(r.trace["weights"], torch.ones(2, 1))
 
 
 def test_hcam_no_memory_expansion() -> None:
     """The read never builds a [B, M, Q, C, D] tensor: peak intermediate stays O(Q*k*C*D)."""
-    m = em.make("hcam", dim=8, batch_size=1, chunk_size=4, topk=2, heads=2, max_chunks=64)
-    m.sequence(torch.randn(1, 256, 8))
+    m = em.make("hcam", dim=8, chunk_size=4, topk=2, heads=2, max_chunks=64)
+    s = m.initial_state(1)
+    m.sequence(torch.randn(1, 256, 8), s)
     sizes = []
 
     def hook(*args: Any) -> None:
         pass
 
     with torch.profiler.profile(profile_memory=True) as prof:
-        m.read(torch.randn(1, 16, 8))
+        m.read(torch.randn(1, 16, 8), s)
     for ev in prof.key_averages():
         sizes.append(ev.cpu_memory_usage)
     assert max(sizes) < 64 * 16 * 4 * 8 * 4  # far below M*Q*C*D floats
@@ -258,36 +307,38 @@ def test_hcam_no_memory_expansion() -> None:
 
 def test_hcam_gradient_stop_and_flow() -> None:
     for detach, expect in ((True, False), (False, True)):
-        m = em.make("hcam", dim=4, batch_size=1, chunk_size=2, topk=1, heads=1, detach_writes=detach)
+        m = em.make("hcam", dim=4, chunk_size=2, topk=1, heads=1, detach_writes=detach)
         xs = torch.randn(1, 6, 4, requires_grad=True)
-        out = m.sequence(xs, queries=torch.randn(1, 6, 4)).output
+        out = m.sequence(xs, m.initial_state(1), queries=torch.randn(1, 6, 4)).output
         out.sum().backward()
         assert (xs.grad is not None and xs.grad.abs().sum() > 0) == expect
 
 
 def test_pcmb_merge_consolidation_merges_most_similar_adjacent_pair() -> None:
-    m = em.make("pcmb", dim=4, n_tokens=1, batch_size=1, capacity=3)
+    m = em.make("pcmb", dim=4, n_tokens=1, capacity=3)
+    s = m.initial_state(1)
     base = torch.eye(4)
     entries = [base[0], base[1], base[1] * 2, base[2]]  # entries 1 and 2 are most similar (cos 1)
     for e in entries:
-        tr = m.write(e.view(1, 1, 4), e.view(1, 4))
-    assert int(m.count) == 3
+        tr = m.write(e.view(1, 1, 4), e.view(1, 4), s)
+    assert int(s.count) == 3
     assert tr["per_merge_index"].tolist() == [1]
-    torch.testing.assert_close(m.per_mem[0, 1, 0], base[1] * 1.5)
-    assert m.per_t[0, :3].tolist() == [0, 1, 3]  # merged entry keeps the first timestep
-    f = em.make("pcmb", dim=4, n_tokens=1, batch_size=1, capacity=3, consolidation="fifo")
+    torch.testing.assert_close(s.per_mem[0, 1, 0], base[1] * 1.5)
+    assert s.per_t[0, :3].tolist() == [0, 1, 3]  # merged entry keeps the first timestep
+    f = em.make("pcmb", dim=4, n_tokens=1, capacity=3, consolidation="fifo")
+    sf = f.initial_state(1)
     for e in entries:
-        f.write(e.view(1, 1, 4), e.view(1, 4))
-    assert f.per_t[0, :3].tolist() == [1, 2, 3]
+        f.write(e.view(1, 1, 4), e.view(1, 4), sf)
+    assert sf.per_t[0, :3].tolist() == [1, 2, 3]
 
 
 def test_dual_kv_keeps_initial_and_recent_frames_constant_size() -> None:
-    m = em.make("dual_kv", tokens_per_frame=2, batch_size=2, n_initial=2, n_recent=3, layers=1, dim=8)
+    m = em.make("dual_kv", tokens_per_frame=2, n_initial=2, n_recent=3, layers=1, dim=8)
+    s = m.initial_state(2)
     sizes = set()
     for _t in range(20):
-        r = m.step(torch.randn(2, 2, 32), torch.randn(2, 2, 32))
-        layer = m.caches["semantic"].layers[0]
-        sizes.add(tuple(layer.keys.shape))
+        r = m.step(torch.randn(2, 2, 32), torch.randn(2, 2, 32), s)
+        sizes.add(tuple(s.semantic_0.keys.shape))
     assert len(sizes) == 1
     kept = sorted(r.trace["kept_frames"][0].tolist())
     assert kept == [0, 1, 16, 17, 18, 19]  # first 2 + last 3 + the current frame (dropped next step)
@@ -322,34 +373,38 @@ def test_start_recent_cache_as_hf_past_key_values() -> None:
 
 
 def test_events_segment_on_surprise_and_retrieve_neighbours() -> None:
-    m = em.make("events", dim=4, batch_size=1, max_events=8, max_event_len=8, min_event_len=1, window=8, topk=1)
+    m = em.make("events", dim=4, max_events=8, max_event_len=8, min_event_len=1, window=8, topk=1)
+    st_ = m.initial_state(1)
     surprise = [0.1, 0.1, 0.1, 5.0, 0.1, 0.1, 5.0, 0.1, 0.1, 5.0, 0.1]
     xs = torch.randn(len(surprise), 4)
-    bounds = [bool(m.write(xs[t : t + 1], torch.tensor([s]))["boundary"]) for t, s in enumerate(surprise)]
+    bounds = [bool(m.write(xs[t : t + 1], st_, torch.tensor([s]))["boundary"]) for t, s in enumerate(surprise)]
     assert [t for t, b in enumerate(bounds) if b] == [3, 6, 9]
-    assert m.ev_closed.sum().item() == 3 and m.ev_len[0, :4].tolist() == [3, 3, 3, 2]
-    r = m.read(m.ev_repr[:, 1] * 10)  # most similar to event 1: neighbours 0 and 2 come with it
+    assert st_.ev_closed.sum().item() == 3 and st_.ev_len[0, :4].tolist() == [3, 3, 3, 2]
+    r = m.read(st_.ev_repr[:, 1] * 10, st_)  # most similar to event 1: neighbours 0 and 2 come with it
     got = r.trace["event_ord"][r.trace["event_valid"]].tolist()
     assert got == [0, 1, 2]
     assert r.trace["from_contiguity"][r.trace["event_valid"]].tolist() == [True, False, True]
 
 
 def test_place_chunks_hold_one_place_and_eviction_rules() -> None:
-    m = em.make("place", dim=4, batch_size=1, capacity=5, num_places=3, chunk_size=2, eviction="lvfo")
+    m = em.make("place", dim=4, capacity=5, num_places=3, chunk_size=2, eviction="lvfo")
+    s = m.initial_state(1)
     for p in [0, 0, 1, 2, 2]:
-        m.write(torch.randn(1, 4), torch.tensor([p]))
-    _, mask, _, cplace = m.place_chunks()
+        m.write(torch.randn(1, 4), torch.tensor([p]), s)
+    with m.bound(s):
+        _, mask, _, cplace = m.place_chunks()
     assert sorted(cplace[0][mask[0].any(1)].tolist()) == [0, 1, 2, 2] or sorted(cplace[0][mask[0].any(1)].tolist()) == [
         0,
         1,
         2,
     ]
-    m.write(torch.randn(1, 4), torch.tensor([0]))  # lvfo evicts the only place-1 entry
-    assert sorted(m.place[0].tolist()) == [0, 0, 0, 2, 2]
-    f = em.make("place", dim=4, batch_size=1, capacity=3, num_places=3, eviction="lifo")
+    m.write(torch.randn(1, 4), torch.tensor([0]), s)  # lvfo evicts the only place-1 entry
+    assert sorted(s.place[0].tolist()) == [0, 0, 0, 2, 2]
+    f = em.make("place", dim=4, capacity=3, num_places=3, eviction="lifo")
+    sf = f.initial_state(1)
     for p in [0, 1, 2, 1]:
-        f.write(torch.randn(1, 4), torch.tensor([p]))
-    assert sorted(f.ord[0].tolist()) == [0, 1, 2]
+        f.write(torch.randn(1, 4), torch.tensor([p]), sf)
+    assert sorted(sf.ord[0].tolist()) == [0, 1, 2]
 
 
 def _scene(B: int, T: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -410,43 +465,6 @@ def test_hydra_configs_build_every_memory() -> None:
         cfg = OmegaConf.to_container(OmegaConf.load(conf / f"{name}.yaml"))
         assert cfg.pop("name") == name
         em.make(name, **cfg)
-
-
-@names
-@pytest.mark.parametrize("n", [1, 5])
-def test_resize_gives_a_fresh_memory_of_the_new_batch(name: str, n: int) -> None:
-    d = DRIVERS[name]
-    g = torch.Generator().manual_seed(0)
-    B, T = 3, 4
-    a = _fresh(d, B)
-    with torch.no_grad():
-        _run(a, d, d.inputs(B, T, g))  # fill some rows first
-        a.resize(n)
-        assert a.batch_size == n
-        for v in a.memory_state().values():
-            assert v.shape[0] == n  # every state tensor of these memories has its env axis first
-        fresh = _fresh(d, n)  # same seed: same weights
-        sa, sf = a.state_dict(), fresh.state_dict()
-        assert sa.keys() == sf.keys()
-        for k in sa:
-            torch.testing.assert_close(sa[k], sf[k], rtol=0, atol=0, msg=k)
-        x = d.inputs(n, T, g)
-        torch.testing.assert_close(_run(a, d, x), _run(fresh, d, x), rtol=0, atol=0)
-        torch.testing.assert_close(d.sequence(a, x, None), d.sequence(fresh, x, None), rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("name", ["hcam", "pcmb"])
-def test_resize_grows_from_zero_rows(name: str) -> None:
-    d = DRIVERS[name]
-    g = torch.Generator().manual_seed(1)
-    a = _fresh(d, 2)
-    with torch.no_grad():
-        a.prune(torch.zeros(2, dtype=torch.bool))
-        assert a.batch_size == 0
-        a.resize(2)
-        assert all(v.shape[0] == 2 for v in a.memory_state().values())
-        x = d.inputs(2, 3, g)
-        torch.testing.assert_close(_run(a, d, x), _run(_fresh(d, 2), d, x), rtol=0, atol=0)
 
 
 def test_voxel_map_store_matches_a_plain_sorted_table(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -534,45 +552,45 @@ def test_hcam_rollout_reads_follow_writes_resets_prunes_and_weight_updates() -> 
     """A no-grad read scores chunks through `projected_keys`, kept up to date by `write`. After every kind
     of state change it must read what the training path (scores through the weights) reads."""
     torch.manual_seed(0)
-    m = em.make("hcam", dim=8, batch_size=3, chunk_size=4, topk=2, heads=2, max_chunks=5)
+    m = em.make("hcam", dim=8, chunk_size=4, topk=2, heads=2, max_chunks=5)
+    s = m.initial_state(3)
     with torch.no_grad():
         m.attention.chunk_q.weight.mul_(10.0)  # scores far apart, so a stale key changes the read
     q = torch.randn(3, 8)
 
-    def check() -> None:
+    def check(s: TensorState) -> None:
         with torch.no_grad():
-            fast = m.read(q)
+            fast = m.read(q, s)
         with torch.enable_grad():
-            slow = m.read(q)  # the training path: scores through the weights
+            slow = m.read(q, s)  # the training path: scores through the weights
         with torch.no_grad():  # the invariant behind it: every chunk's key, projected with today's weights
-            torch.testing.assert_close(m.projected_keys, m.attention.project_keys(m.keys), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(s.projected_keys, m.attention.project_keys(s.keys), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(fast.output, slow.output.detach(), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(fast.trace["weights"], slow.trace["weights"].detach(), rtol=1e-5, atol=1e-5)
         assert torch.equal(fast.trace["indices"], slow.trace["indices"])
 
     with torch.no_grad():
         for t in range(30):  # wraps the 5-chunk ring buffer
-            m.write(torch.randn(3, 8), active=torch.tensor([True, t % 3 > 0, True]))
+            m.write(torch.randn(3, 8), s, active=torch.tensor([True, t % 3 > 0, True]))
             if t % 7 == 0:
-                check()
-        m.reset(torch.tensor([False, True, False]))
-        check()
+                check(s)
+        s.reset(torch.tensor([False, True, False]))
+        check(s)
         for _ in range(9):
-            m.write(torch.randn(3, 8))
-        check()
+            m.write(torch.randn(3, 8), s)
+        check(s)
         m.attention.chunk_k.weight.mul_(-1.5)  # an optimizer step between rollouts,
         for _ in range(8):
-            m.write(torch.randn(3, 8))  # then writes before any read
-        check()
-        m.prune(torch.tensor([2, 0]))
+            m.write(torch.randn(3, 8), s)  # then writes before any read
+        check(s)
+        s.select(torch.tensor([2, 0]))
         q = q[[2, 0]]
-        check()
-        saved = {name: getattr(m, name).clone() for name in m.state_names()}  # episode state, no weights
-        saved["projected_keys"].zero_()  # a saved projection is never trusted
-        m.load_state_dict(saved, strict=False)
-        check()
-    m.sequence(torch.randn(2, 6, 8))  # a training window writes keys without projecting them
-    check()
+        check(s)
+        other = em.make("hcam", dim=8, chunk_size=4, topk=2, heads=2, max_chunks=5)
+        m.load_state_dict(other.state_dict())  # new weights under an existing state
+        check(s)
+    m.sequence(torch.randn(2, 6, 8), s)  # a training window writes keys without projecting them
+    check(s)
 
 
 @pytest.mark.parametrize("heads,n,entries,tokens,dim", [(1, 4, 5, 3, 16), (2, 2, 3, 2, 8), (4, 8, 4, 8, 8)])
@@ -595,3 +613,34 @@ def test_pcmb_query_side_retrieval_equals_projecting_the_bank(
     params = [q, blk.q.weight, blk.k.weight, blk.v.weight, blk.v.bias]
     for x, y in zip(torch.autograd.grad(a.square().sum(), params), torch.autograd.grad(b.square().sum(), params)):
         torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4)
+
+
+READS = {  # read(query = the step's input, state) of each driver, compared with what `step` returns
+    "hcam": lambda m, s, x: m.read(x[0], s).output,
+    "pcmb": lambda m, s, x: m.read(x[0], x[1], s).output[0].flatten(1),
+    "pcmb_fifo": lambda m, s, x: m.read(x[0], x[1], s).output[1],
+    "dual_kv": lambda m, s, x: m.read(x[0], x[1], s).output,
+    "events": lambda m, s, x: m.read(x[0], s).output,
+    **{f"place_{ev}": (lambda m, s, x: m.read(x[0], s).output) for ev in ("fifo", "lifo", "lvfo", "mvfo")},
+}
+
+
+@pytest.mark.parametrize("name", sorted(READS))
+def test_step_reads_the_memory_before_writing_the_step(name: str) -> None:
+    """Read-then-write: a step's output is the read of the state as it was before the step (and `read`
+    leaves the state unchanged)."""
+    d = DRIVERS[name]
+    g = torch.Generator().manual_seed(4)
+    B, T = 2, 9
+    x = d.inputs(B, T, g)
+    m, s = _fresh(d, B)
+    with torch.no_grad():
+        for t in range(T):
+            xt = _slice(x, t)
+            before = s.clone()
+            r1 = READS[name](m, s, xt)
+            r2 = READS[name](m, s, xt)  # a read changes nothing
+            got = d.step(m, s, xt)
+            torch.testing.assert_close(r1, r2, rtol=0, atol=0)
+            torch.testing.assert_close(got, r1, rtol=1e-5, atol=1e-6)
+            assert any(not torch.equal(v, s.tensors()[k]) for k, v in before.tensors().items())  # it wrote

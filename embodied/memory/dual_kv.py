@@ -28,7 +28,10 @@ from torch import Tensor, nn
 from transformers.cache_utils import Cache, DynamicLayer
 
 from embodied.memory import MEMORIES
-from embodied.memory.base import Memory, ReadResult, as_keep_index
+from embodied.memory.base import Memory, ReadResult, scan
+from embodied.memory.state import TensorState
+
+_LAYER_FIELDS = ("keys", "values", "slot_frame", "frames_seen")
 
 
 class StartRecentLayer(DynamicLayer):
@@ -47,20 +50,46 @@ class StartRecentLayer(DynamicLayer):
 
     def __init__(self, n_initial: int = 8, n_recent: int = 48, tokens_per_frame: int = 1) -> None:
         super().__init__()
+        for name in _LAYER_FIELDS:  # held by the attached state (DynamicLayer sets keys/values to None)
+            self.__dict__.pop(name, None)
         self.n_initial, self.n_recent, self.P = n_initial, n_recent, tokens_per_frame
         self.slots = n_initial + n_recent + 1
-        self.slot_frame: Tensor | None = None
-        self.frames_seen: Tensor | None = None
         self.active: Tensor | None = None
         self.store_detached = True
 
-    def allocate(self, batch: int, heads: int, head_dim: int, dtype: torch.dtype, device: Any) -> None:
-        self.dtype, self.device = dtype, device
-        self.keys = torch.zeros(batch, heads, self.slots * self.P, head_dim, dtype=dtype, device=device)
-        self.values = torch.zeros_like(self.keys)
-        self.slot_frame = torch.full((batch, self.slots), -1, dtype=torch.long, device=device)
-        self.frames_seen = torch.zeros(batch, dtype=torch.long, device=device)
+    @staticmethod
+    def new_state(batch: int, heads: int, head_dim: int, n_initial: int, n_recent: int, tokens_per_frame: int,
+                  dtype: torch.dtype, device: Any) -> TensorState:
+        """An empty layer cache as a `TensorState` (keys, values, slot_frame, frames_seen)."""
+        tokens = (n_initial + n_recent + 1) * tokens_per_frame
+        state = TensorState(batch)
+        state.add("keys", torch.empty(batch, heads, tokens, head_dim, dtype=dtype, device=device))
+        state.add("values", torch.empty(batch, heads, tokens, head_dim, dtype=dtype, device=device))
+        state.add("slot_frame", torch.empty(batch, n_initial + n_recent + 1, dtype=torch.long, device=device), -1)
+        state.add("frames_seen", torch.empty(batch, dtype=torch.long, device=device), 0)
+        return state
+
+    def attach(self, state: TensorState) -> None:
+        """Make this layer a view of `state`: updates are written back to it."""
+        self.__dict__["state"] = state
+        self.dtype, self.device = state.keys.dtype, state.keys.device
         self.is_initialized = True
+
+    def __getattr__(self, name: str) -> Any:  # keys / values / slot_frame / frames_seen of an attached state
+        state = self.__dict__.get("state")
+        if name in _LAYER_FIELDS:
+            return None if state is None else state[name]
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        state = self.__dict__.get("state")
+        if state is not None and name in _LAYER_FIELDS:
+            setattr(state, name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def allocate(self, batch: int, heads: int, head_dim: int, dtype: torch.dtype, device: Any) -> None:
+        self.attach(self.new_state(batch, heads, head_dim, self.n_initial, self.n_recent, self.P, dtype, device))
 
     def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
         B, H, _, hd = key_states.shape
@@ -110,7 +139,7 @@ class StartRecentLayer(DynamicLayer):
         return (self.slot_frame[:, :n] >= 0).repeat_interleave(self.P, dim=1)
 
     def get_seq_length(self) -> int:
-        return 0 if self.frames_seen is None else int(self.frames_seen.max()) * self.P
+        return int(self.frames_seen.max()) * self.P if self.is_initialized else 0
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         seen = self.get_seq_length()
@@ -121,21 +150,16 @@ class StartRecentLayer(DynamicLayer):
         return self.slots * self.P
 
     def reset_rows(self, mask: Tensor) -> None:
-        if not self.is_initialized:
-            return
-        self.keys[mask] = 0
-        self.values[mask] = 0
-        self.slot_frame[mask] = -1
-        self.frames_seen[mask] = 0
+        if self.is_initialized:
+            self.state.reset(mask)
 
     def reset(self) -> None:
         if self.is_initialized:
-            self.reset_rows(torch.ones_like(self.frames_seen, dtype=torch.bool))
+            self.state.reset()
 
     def batch_select_indices(self, indices: Tensor) -> None:
         if self.is_initialized:
-            self.keys, self.values = self.keys[indices], self.values[indices]
-            self.slot_frame, self.frames_seen = self.slot_frame[indices], self.frames_seen[indices]
+            self.state.select(indices)
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("a start+recent cache is not croppable")
@@ -150,6 +174,19 @@ class StartRecentCache(Cache):
 
     def __init__(self, num_layers: int, n_initial: int = 8, n_recent: int = 48, tokens_per_frame: int = 1) -> None:
         super().__init__(layers=[StartRecentLayer(n_initial, n_recent, tokens_per_frame) for _ in range(num_layers)])
+
+    @classmethod
+    def over(cls, states: list[TensorState], n_initial: int, n_recent: int, tokens_per_frame: int
+             ) -> StartRecentCache:
+        """A cache whose layers are views of existing layer states (`StartRecentLayer.new_state`): the
+        rollout state stays in the caller's `TensorState`, the cache object is rebuilt per call."""
+        cache = cls(len(states), n_initial, n_recent, tokens_per_frame)
+        for layer, state in zip(cache.layers, states):
+            layer.attach(state)
+        return cache
+
+    def layer_states(self) -> list[TensorState]:
+        return [layer.state for layer in self.layers]
 
     def set_active(self, active: Tensor | None) -> None:
         for layer in self.layers:
@@ -201,9 +238,14 @@ class DualKV(Memory):
         dim: encoder width.  tokens_per_frame: P.  layers / heads: per encoder.
         n_initial / n_recent: frames kept (8 / 48).  fusion_weight: lambda in S + lambda*MLP(G) (0.2).
 
-    API: `write(semantic[B,P,Ds], spatial[B,P,Dg], active[B]|None) -> ReadResult` encodes the frame,
-    caches it and returns the fused features [B,P,dim]; `read(semantic, spatial)` does the same without
-    caching the frame; `step` = `write`; `sequence(semantic[B,T,P,Ds], spatial[B,T,P,Dg], reset[B,T]|None)`.
+    The caches are the state: `initial_state(B)` holds one child per encoder layer (`semantic_0`, ...,
+    `spatial_0`, ...) with `keys`/`values` [B, H, S*P, hd], `slot_frame` [B, S] and `frames_seen` [B];
+    during a call the cache layers are views of it (`StartRecentCache.over`).
+
+    API: `step(semantic[B,P,Ds], spatial[B,P,Dg], state, active[B]|None) -> ReadResult` encodes the frame
+    against the cached frames (read), caches it (write) and returns the fused features [B,P,dim];
+    `read(semantic, spatial, state)` does the same without caching the frame; `write` = `step`;
+    `sequence(semantic[B,T,P,Ds], spatial[B,T,P,Dg], state, reset[B,T]|None)`.
     Trace: semantic / spatial features, `kept_frames` [B,S] (episode frame index per cache slot),
     `occupancy` [B] frames held.
     """
@@ -214,7 +256,6 @@ class DualKV(Memory):
         spatial_dim: int = 32,
         dim: int = 32,
         tokens_per_frame: int = 4,
-        batch_size: int = 1,
         layers: int = 2,
         heads: int = 2,
         n_initial: int = 8,
@@ -222,116 +263,66 @@ class DualKV(Memory):
         fusion_weight: float = 0.2,
         detach_writes: bool = True,
     ) -> None:
-        super().__init__(batch_size, detach_writes)
+        super().__init__(detach_writes)
         self.dim, self.P, self.heads, self.num_layers = dim, tokens_per_frame, heads, layers
         self.n_initial, self.n_recent, self.fusion_weight = n_initial, n_recent, fusion_weight
         self.semantic = StreamingEncoder(semantic_dim, dim, layers, heads, tokens_per_frame)
         self.spatial = StreamingEncoder(spatial_dim, dim, layers, heads, tokens_per_frame)
         self.merger = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.caches = {"semantic": self._new_cache(), "spatial": self._new_cache()}
 
-    def _new_cache(self) -> StartRecentCache:
-        c = StartRecentCache(self.num_layers, self.n_initial, self.n_recent, self.P)
-        for layer in c.layers:
-            layer.allocate(self.batch_size, self.heads, self.dim // self.heads, torch.float32, self._dev())
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> TensorState:
+        device = self.device if device is None else torch.device(device)
+        state = TensorState(batch_size)
+        for stream in ("semantic", "spatial"):
+            for i in range(self.num_layers):
+                state.add_child(f"{stream}_{i}", StartRecentLayer.new_state(
+                    batch_size, self.heads, self.dim // self.heads, self.n_initial, self.n_recent, self.P,
+                    torch.float32, device))
+        return state
+
+    def _cache(self, state: TensorState, stream: str) -> StartRecentCache:
+        cache = StartRecentCache.over([state[f"{stream}_{i}"] for i in range(self.num_layers)],
+                                      self.n_initial, self.n_recent, self.P)
+        for layer in cache.layers:
             layer.store_detached = self.detach_writes
-        return c
+        return cache
 
-    def _dev(self) -> torch.device:
-        return self.merger[1].weight.device
-
-    @property
-    def device(self) -> torch.device:
-        return self._dev()
-
-    def _apply(self, fn: Any, recurse: bool = True) -> DualKV:
-        super()._apply(fn, recurse)
-        for cache in self.caches.values():
-            for layer in cache.layers:
-                layer.keys, layer.values = fn(layer.keys), fn(layer.values)
-                layer.slot_frame, layer.frames_seen = fn(layer.slot_frame), fn(layer.frames_seen)
-                layer.device = layer.keys.device
-        return self
-
-    # state round-trip: cache tensors travel in the state dict
-    def _layers(self) -> list[tuple[str, StartRecentLayer]]:
-        return [(f"{n}.{i}", layer) for n, c in self.caches.items() for i, layer in enumerate(c.layers)]
-
-    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        for name, layer in self._layers():
-            for f in ("keys", "values", "slot_frame", "frames_seen"):
-                destination[f"{prefix}cache.{name}.{f}"] = getattr(layer, f).clone()
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        for name, layer in self._layers():
-            for f in ("keys", "values", "slot_frame", "frames_seen"):
-                key = f"{prefix}cache.{name}.{f}"
-                if key in state_dict:
-                    setattr(layer, f, state_dict[key].clone().to(self._dev()))
-        sd = {k: v for k, v in state_dict.items() if not k.startswith(prefix + "cache.")}
-        super()._load_from_state_dict(sd, prefix, *args)
-        self._batch_size = int(self.caches["semantic"].layers[0].frames_seen.shape[0])
-
-    def reset(self, mask: Tensor | None = None) -> None:
-        mask = torch.ones(self.batch_size, dtype=torch.bool, device=self.device) if mask is None else mask
-        mask = self._rows(mask)
-        for c in self.caches.values():
-            c.reset_rows(mask)
-
-    def prune(self, keep: Tensor) -> None:
-        idx = as_keep_index(keep, self.batch_size).to(self.device)
-        for c in self.caches.values():
-            for layer in c.layers:
-                layer.batch_select_indices(idx)
-        self._batch_size = int(idx.numel())
-
-    def detach_(self) -> None:
-        for _, layer in self._layers():
-            layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
-
-    def _encode(self, semantic: Tensor, spatial: Tensor, active: Tensor | None, store: bool) -> ReadResult:
-        saved = None
-        if not store:
-            saved = {n: (layer.keys.clone(), layer.values.clone(), layer.slot_frame.clone(), layer.frames_seen.clone())
-                     for n, layer in self._layers()}  # fmt: skip
-        for c in self.caches.values():
+    def _encode(self, semantic: Tensor, spatial: Tensor, state: TensorState, active: Tensor | None) -> ReadResult:
+        caches = {n: self._cache(state, n) for n in ("semantic", "spatial")}
+        for c in caches.values():
             c.set_active(active)
-        s = self.semantic(semantic, self.caches["semantic"])
-        g = self.spatial(spatial, self.caches["spatial"])
+        s = self.semantic(semantic, caches["semantic"])
+        g = self.spatial(spatial, caches["spatial"])
         out = s + self.fusion_weight * self.merger(g)
-        lay = self.caches["spatial"].layers[0]
+        lay = caches["spatial"].layers[0]
         trace = {
             "semantic": s,
             "spatial": g,
             "kept_frames": lay.kept_frames(),
             "occupancy": (lay.slot_frame >= 0).sum(1),
         }
-        if saved is not None:
-            for n, layer in self._layers():
-                layer.keys, layer.values, layer.slot_frame, layer.frames_seen = saved[n]
-        for c in self.caches.values():
-            c.set_active(None)
         return ReadResult(out, trace)
 
-    def write(self, semantic: Tensor, spatial: Tensor, active: Tensor | None = None) -> ReadResult:
-        return self._encode(semantic, spatial, active, store=True)
+    def step(self, semantic: Tensor, spatial: Tensor, state: TensorState, active: Tensor | None = None) -> ReadResult:
+        return self._encode(semantic, spatial, state, active)
 
-    def read(self, semantic: Tensor, spatial: Tensor) -> ReadResult:
-        return self._encode(semantic, spatial, None, store=False)
+    def write(self, semantic: Tensor, spatial: Tensor, state: TensorState, active: Tensor | None = None
+              ) -> ReadResult:
+        return self.step(semantic, spatial, state, active)
 
-    def step(self, semantic: Tensor, spatial: Tensor, active: Tensor | None = None) -> ReadResult:
-        return self.write(semantic, spatial, active)
+    def read(self, semantic: Tensor, spatial: Tensor, state: TensorState) -> ReadResult:
+        """The step's output without caching the frame (the state is left as it was)."""
+        return self._encode(semantic, spatial, state.clone(), None)
 
-    def sequence(self, semantic: Tensor, spatial: Tensor, reset: Tensor | None = None) -> ReadResult:
+    def sequence(self, semantic: Tensor, spatial: Tensor, state: TensorState, reset: Tensor | None = None
+                 ) -> ReadResult:
         """A window of frames, one frame after another (each frame attends causally to the cache, as in
-        JanusVLN training, which feeds frames one at a time with a fresh cache)."""
-        outs, traces = [], []
-        for i in range(semantic.shape[1]):
+        JanusVLN training, which feeds frames one at a time with a fresh cache). Inherently sequential as
+        written (the cache evicts); `embodied.policies.janus_vln` has the equivalent blockwise window pass."""
+
+        def one(i: int) -> ReadResult:
             if reset is not None:
-                self.reset(reset[:, i])
-            r = self.step(semantic[:, i], spatial[:, i])
-            outs.append(r.output)
-            traces.append(r.trace)
-        trace = {k: torch.stack([tr[k] for tr in traces], 1) for k in traces[0]}
-        return ReadResult(torch.stack(outs, 1), trace)
+                state.reset(reset[:, i])
+            return self.step(semantic[:, i], spatial[:, i], state)
+
+        return scan(one, semantic.shape[1])

@@ -12,6 +12,9 @@
   of the retrieved events. The open event is not retrieved (it is the local context).
 * Storage: `tokens [B, E, max_event_len, D]`, a ring of the last `max_events` events (oldest evicted).
   Training-free (no parameters); writes are detached by default.
+* Inherently sequential (whether step t opens an event depends on the surprise history and the event
+  lengths so far), so `sequence` scans `step` over the window, vectorised over environments; the tests
+  check it against an independent per-environment reference of the segmentation and the read.
 """
 
 from __future__ import annotations
@@ -22,21 +25,22 @@ import torch
 from torch import Tensor
 
 from embodied.memory import MEMORIES
-from embodied.memory.base import Memory, ReadResult, masked_softmax
+from embodied.memory.base import Memory, ReadResult, masked_softmax, scan, uses_state
+from embodied.memory.state import TensorState
 
 
 @MEMORIES.register("events")
 class EventMemory(Memory):
-    """Args: dim D, batch_size B, max_events E, max_event_len, min_event_len, gamma, window, topk, neighbors.
+    """Args: dim D, max_events E, max_event_len, min_event_len, gamma, window, topk, neighbors.
 
-    API: `write(x[B,D], surprise[B]|None, active[B]|None) -> trace`; `read(query[B,D]) -> ReadResult(out[B,D])`;
-    `step(x, surprise=None, query=None)` = read then write; `sequence(xs[B,T,D], surprise[B,T]|None, reset)`.
+    API (state = `initial_state(B)`): `write(x[B,D], state, surprise[B]|None, active[B]|None) -> trace`;
+    `read(query[B,D], state) -> ReadResult(out[B,D])`; `step(x, state, surprise=None, query=None)` = read
+    then write; `sequence(xs[B,T,D], state, surprise[B,T]|None, reset[B,T]|None)`.
     """
 
     def __init__(
         self,
         dim: int = 64,
-        batch_size: int = 1,
         max_events: int = 64,
         max_event_len: int = 16,
         min_event_len: int = 2,
@@ -46,26 +50,28 @@ class EventMemory(Memory):
         neighbors: int = 1,
         detach_writes: bool = True,
     ) -> None:
-        super().__init__(batch_size, detach_writes)
+        super().__init__(detach_writes)
         self.dim, self.E, self.Lmax, self.Lmin = dim, max_events, max_event_len, min_event_len
         self.gamma, self.window, self.topk, self.neighbors = gamma, window, topk, neighbors
-        B, E = batch_size, max_events
-        self._add_state("tokens", torch.zeros(B, E, max_event_len, dim))
-        self._add_state("ev_len", torch.zeros(B, E, dtype=torch.long))
-        self._add_state("ev_start", torch.zeros(B, E, dtype=torch.long), -1)
-        self._add_state("ev_ord", torch.zeros(B, E, dtype=torch.long), -1)
-        self._add_state("ev_repr", torch.zeros(B, E, dim))
-        self._add_state("ev_closed", torch.zeros(B, E, dtype=torch.bool), False)
-        self._add_state("n_events", torch.zeros(B, dtype=torch.long))
-        self._add_state("cur_sum", torch.zeros(B, dim))
-        self._add_state("s_hist", torch.zeros(B, window))
-        self._add_state("s_n", torch.zeros(B, dtype=torch.long))
-        self._add_state("t", torch.zeros(B, dtype=torch.long))
+        E = max_events
+        self._add_state("tokens", (E, max_event_len, dim))
+        self._add_state("ev_len", (E,), torch.long)
+        self._add_state("ev_start", (E,), torch.long, -1)
+        self._add_state("ev_ord", (E,), torch.long, -1)
+        self._add_state("ev_repr", (E, dim))
+        self._add_state("ev_closed", (E,), torch.bool, False)
+        self._add_state("n_events", (), torch.long)
+        self._add_state("cur_sum", (dim,))
+        self._add_state("s_hist", (window,))
+        self._add_state("s_n", (), torch.long)
+        self._add_state("t", (), torch.long)
 
     def _cur_slot(self) -> Tensor:
         return (self.n_events - 1).clamp(min=0) % self.E
 
-    def write(self, x: Tensor, surprise: Tensor | None = None, active: Tensor | None = None) -> dict[str, Tensor]:
+    @uses_state
+    def write(self, x: Tensor, state: TensorState, surprise: Tensor | None = None,
+              active: Tensor | None = None) -> dict[str, Tensor]:
         B, E, W = self.batch_size, self.E, self.window
         rows = torch.arange(B, device=x.device)
         x = self._store(x)
@@ -75,7 +81,7 @@ class EventMemory(Memory):
         cur_len = torch.where(self.n_events > 0, self.ev_len[rows, slot], torch.zeros_like(slot))
         if surprise is None:
             mean = self.cur_sum / cur_len.clamp(min=1)[:, None]
-            surprise = torch.where(cur_len > 0, 1 - torch.cosine_similarity(x, mean, dim=-1), torch.zeros(B))
+            surprise = torch.where(cur_len > 0, 1 - torch.cosine_similarity(x, mean, dim=-1), 0.0)
         surprise = surprise.to(x.dtype)
         n = self.s_n.clamp(max=W)
         hv = torch.arange(W, device=x.device)[None] < n[:, None]
@@ -126,7 +132,8 @@ class EventMemory(Memory):
         self.t = self.t + a.long()
         return {"boundary": opening & (self.n_events > 1), "surprise": surprise, "threshold": thr}
 
-    def read(self, query: Tensor) -> ReadResult:
+    @uses_state
+    def read(self, query: Tensor, state: TensorState) -> ReadResult:
         B, E, D = self.batch_size, self.E, self.dim
         rows = torch.arange(B, device=query.device)
         scores = (self.ev_repr @ query[:, :, None])[..., 0] / math.sqrt(D)  # [B,E]
@@ -137,7 +144,8 @@ class EventMemory(Memory):
         sim_mask = torch.zeros(B, E, dtype=torch.bool, device=query.device)
         sim_mask[rows[:, None].expand(-1, k)[sel_ok], sel[sel_ok]] = True
         # contiguity: temporal neighbours of the selected events
-        offs = torch.cat([torch.arange(1, self.neighbors + 1), -torch.arange(1, self.neighbors + 1)]).to(query.device)
+        near = torch.arange(1, self.neighbors + 1, device=query.device)
+        offs = torch.cat([near, -near])
         nb_ord = self.ev_ord.gather(1, sel)[:, :, None] + offs  # [B,k,2n]
         nb_slot = nb_ord % E
         nb_ok = sel_ok[:, :, None] & (nb_ord >= 0)
@@ -171,20 +179,21 @@ class EventMemory(Memory):
         }
         return ReadResult(out, trace)
 
-    def step(
-        self, x: Tensor, surprise: Tensor | None = None, query: Tensor | None = None, active: Tensor | None = None
-    ) -> ReadResult:
-        r = self.read(x if query is None else query)
-        r.trace.update(self.write(x, surprise, active))
+    @uses_state
+    def step(self, x: Tensor, state: TensorState, surprise: Tensor | None = None, query: Tensor | None = None,
+             active: Tensor | None = None) -> ReadResult:
+        r = self.read(x if query is None else query, state)
+        r.trace.update(self.write(x, state, surprise, active))
         return r
 
-    def sequence(self, xs: Tensor, surprise: Tensor | None = None, reset: Tensor | None = None) -> ReadResult:
+    @uses_state
+    def sequence(self, xs: Tensor, state: TensorState, surprise: Tensor | None = None,
+                 reset: Tensor | None = None) -> ReadResult:
         """Scan the window step by step (segmentation is sequential), vectorised over environments."""
-        outs, traces = [], []
-        for i in range(xs.shape[1]):
+
+        def one(i: int) -> ReadResult:
             if reset is not None:
-                self.reset(reset[:, i])
-            r = self.step(xs[:, i], None if surprise is None else surprise[:, i])
-            outs.append(r.output)
-            traces.append(r.trace)
-        return ReadResult(torch.stack(outs, 1), {k: torch.stack([tr[k] for tr in traces], 1) for k in traces[0]})
+                state.reset(reset[:, i])
+            return self.step(xs[:, i], state, None if surprise is None else surprise[:, i])
+
+        return scan(one, xs.shape[1])

@@ -41,13 +41,34 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from embodied.memory import MEMORIES
-from embodied.memory.base import Memory, ReadResult, masked_softmax, sinusoid
+from embodied.memory.base import Memory, ReadResult, masked_softmax, uses_state
+from embodied.memory.state import TensorState
 
 
 def chunk_position_encoding(chunk_size: int, dim: int, device: torch.device | None = None) -> Tensor:
-    """DeepMind's in-chunk encoding: positions C-1 .. 0, timescales 2 .. 1e4, sine half then cosine half."""
+    """DeepMind's in-chunk encoding (`get_position_encodings`): positions C-1 .. 0, inverse frequencies
+    1 / 1e4^(j/D) for j = 0, 2, .., D-2 (`min_timescale=2.0` is the step of that range), sine half then
+    cosine half."""
+    if dim % 2:
+        raise ValueError(f"the in-chunk position encoding needs an even width, got {dim}")
     pos = torch.arange(chunk_size - 1, -1, -1, device=device, dtype=torch.float32)
-    return sinusoid(pos, dim, min_timescale=2.0, max_timescale=1e4)
+    inv_freq = 1.0 / (1e4 ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
+    ang = pos[:, None] * inv_freq[None]
+    return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1)
+
+
+INITS = ("torch", "deepmind")
+
+
+def deepmind_init_(linear: nn.Linear) -> None:
+    """DeepMind's MultiheadAttention initialiser (`init_std=2.`: TF's variance_scaling_initializer(2.0,
+    'normal')): a normal truncated at two standard deviations, std sqrt(2 / fan_in) / 0.8796 (TF's
+    correction for the truncation), zero biases."""
+    std = math.sqrt(2.0 / linear.in_features) / 0.87962566103423978
+    with torch.no_grad():
+        nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
+        if linear.bias is not None:
+            linear.bias.zero_()
 
 
 def _as_dtype(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -65,6 +86,11 @@ class HCAMAttention(nn.Module):
         heads: H.
         topk: k, chunks read per query.
         chunk_size: C (for the position encoding).
+        position_encoding: add the in-chunk sinusoid to the chunk contents (keys and values).
+        init: "torch" (PyTorch's Linear default) or "deepmind" (`deepmind_init_`).
+
+    The in-chunk projections q, k, v, o have biases, as DeepMind's multi-head attention; the chunk-score
+    projections chunk_q, chunk_k have none.
     """
 
     def __init__(
@@ -76,8 +102,11 @@ class HCAMAttention(nn.Module):
         topk: int = 4,
         chunk_size: int = 16,
         position_encoding: bool = True,
+        init: str = "torch",
     ) -> None:
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if feature_dim % heads:
             raise ValueError(f"feature_dim {feature_dim} not divisible by heads {heads}")
         self.query_dim, self.memory_dim, self.feature_dim = query_dim, memory_dim, feature_dim
@@ -85,10 +114,13 @@ class HCAMAttention(nn.Module):
         self.position_encoding = position_encoding
         self.chunk_q = nn.Linear(query_dim, feature_dim, bias=False)
         self.chunk_k = nn.Linear(memory_dim, feature_dim, bias=False)
-        self.q = nn.Linear(query_dim, feature_dim, bias=False)
-        self.k = nn.Linear(memory_dim, feature_dim, bias=False)
-        self.v = nn.Linear(memory_dim, feature_dim, bias=False)
-        self.o = nn.Linear(feature_dim, feature_dim, bias=False)
+        self.q = nn.Linear(query_dim, feature_dim)
+        self.k = nn.Linear(memory_dim, feature_dim)
+        self.v = nn.Linear(memory_dim, feature_dim)
+        self.o = nn.Linear(feature_dim, feature_dim)
+        if init == "deepmind":
+            for lin in (self.chunk_q, self.chunk_k, self.q, self.k, self.v, self.o):
+                deepmind_init_(lin)
         pe = chunk_position_encoding(chunk_size, memory_dim) if position_encoding else torch.zeros(0)
         self.register_buffer("pe", pe, persistent=False)
         self.register_buffer("_zero", torch.zeros(()), persistent=False)
@@ -161,18 +193,20 @@ class HCAMAttention(nn.Module):
         chunks = contents[bidx, idx]  # [B,Q,k,C,D] index gather, never [B,M,Q,C,D]
         if self.position_encoding:
             chunks = chunks + self.pe.to(chunks.dtype)
-        # Per-head query moved into memory space: (W_k,h^T W_q,h q) / sqrt(dh).
+        # Per-head query moved into memory space: (W_k,h^T (W_q,h q + b_q,h)) / sqrt(dh). The key bias adds
+        # b_k,h . q_h to every logit of a chunk, a constant the in-chunk softmax ignores.
         qh = self.q(queries).view(B, Q, H, dh)
         qk = torch.einsum("bqhe,hed->bqhd", qh, self.k.weight.view(H, dh, -1)) / math.sqrt(dh)
         logits = torch.einsum("bqhd,bqkcd->bqkhc", qk, chunks)
-        cmask = None
-        if content_mask is not None:
-            cmask = content_mask[bidx, idx][:, :, :, None, :]  # [B,Q,k,1,C]
+        cmask = content_mask[bidx, idx][:, :, :, None, :]  # [B,Q,k,1,C]
         attn = masked_softmax(logits, cmask)
         ctx = torch.einsum("bqkhc,bqkcd->bqkhd", attn, chunks)
         ctx = torch.einsum("bqk,bqkhd->bqhd", weights, ctx)  # chunk-weighted sum before projecting values
-        vals = torch.einsum("bqhd,hed->bqhe", ctx, self.v.weight.view(H, dh, -1)).reshape(B, Q, Fd)
-        out = self.o(vals)
+        # value and output biases count with the weight actually read (1, or 0 where nothing is readable)
+        mass = torch.einsum("bqk,bqkhc->bqh", weights, attn)
+        vals = torch.einsum("bqhd,hed->bqhe", ctx, self.v.weight.view(H, dh, -1)) + mass[..., None] * self.v.bias.view(
+            H, dh)
+        out = F.linear(vals.reshape(B, Q, Fd), self.o.weight) + weights.sum(-1, keepdim=True) * self.o.bias
         return ReadResult(out, {"indices": idx, "weights": weights, "selected_valid": sel_valid})
 
     def read_one(
@@ -213,7 +247,7 @@ class HCAMAttention(nn.Module):
         if self.position_encoding:
             chunks += _as_dtype(self.pe, chunks.dtype)  # in place on the gathered copy
         chunks = chunks.view(n, k * C, D)
-        qh = F.linear(queries, self.q.weight).view(n, H, dh).transpose(0, 1)  # [H,n,dh]
+        qh = F.linear(queries, self.q.weight, self.q.bias).view(n, H, dh).transpose(0, 1)  # [H,n,dh]
         # [n,H,D] = W_k,h^T W_q,h q / sqrt(dh); beta=0 ignores the (0-dim) input, alpha applies the scale
         qk = torch.baddbmm(self._zero, qh, self.k.weight.view(H, dh, D), beta=0.0, alpha=1.0 / math.sqrt(dh))
         qk = qk.transpose(0, 1)
@@ -222,7 +256,11 @@ class HCAMAttention(nn.Module):
         ctx = torch.bmm(attn.view(n, H, k * C), chunks)  # [n,H,D]: chunk-weighted sum before projecting values
         # W_v,h @ ctx_h^T reads the weight rows contiguously; [H,dh,n] -> [n,H*dh] is a view when n == 1
         vals = torch.bmm(self.v.weight.view(H, dh, D), ctx.permute(1, 2, 0)).permute(2, 0, 1)
-        return F.linear(vals.reshape(*queries.shape[:-1], Fd), self.o.weight)
+        # biases weighted by the chunk weight read (1, or 0 where nothing is readable: zero output)
+        mass = weights.reshape(n, k).sum(-1, keepdim=True)
+        vals = vals.reshape(n, Fd) + mass * self.v.bias
+        out = torch.addmm(self.o.bias[None] * mass, vals, self.o.weight.t())
+        return out.view(*queries.shape[:-1], Fd)
 
 
 @MEMORIES.register("hcam")
@@ -231,7 +269,6 @@ class HCAM(Memory):
 
     Args:
         dim: D, width of written vectors (even when `position_encoding`).
-        batch_size: B.
         chunk_size: C.
         topk: k chunks read per query.
         heads: attention heads inside chunks.
@@ -240,15 +277,16 @@ class HCAM(Memory):
         feature_dim: F, output width (default D).
         position_encoding: add the within-chunk sinusoid (DeepMind default True; SAT uses False).
         detach_writes: store detached vectors (stop-gradient; default True).
+        init: "torch" or "deepmind" initialisation of the attention projections.
 
-    API: `write(x[B,D], active[B]|None)`; `read(query[B,E] or [B,Q,E]) -> ReadResult(out [B,(Q,)F], trace)`;
-    `step(x, query=None)` = read then write; `sequence(xs[B,T,D], queries=None, reset=None)` = T steps at once.
+    API (state = `initial_state(B)`): `write(x[B,D], state, active[B]|None)`;
+    `read(query[B,E] or [B,Q,E], state) -> ReadResult(out [B,(Q,)F], trace)`; `step(x, state, query=None)`
+    = read then write; `sequence(xs[B,T,D], state, reset=None, queries=None)` = T steps at once.
     """
 
     def __init__(
         self,
         dim: int = 64,
-        batch_size: int = 1,
         chunk_size: int = 16,
         topk: int = 4,
         heads: int = 4,
@@ -257,31 +295,41 @@ class HCAM(Memory):
         feature_dim: int | None = None,
         position_encoding: bool = True,
         detach_writes: bool = True,
+        init: str = "torch",
     ) -> None:
-        super().__init__(batch_size, detach_writes)
+        super().__init__(detach_writes)
         self.dim, self.chunk_size, self.max_chunks = dim, chunk_size, max_chunks
         self.query_dim = query_dim or dim
         self.feature_dim = feature_dim or dim
         self.attention = HCAMAttention(
-            self.query_dim, dim, self.feature_dim, heads, topk, chunk_size, position_encoding
+            self.query_dim, dim, self.feature_dim, heads, topk, chunk_size, position_encoding, init
         )
-        B, M, C = batch_size, max_chunks, chunk_size
-        self._add_state("contents", torch.zeros(B, M, C, dim))
-        self._add_state("keys", torch.zeros(B, M, dim))
+        M, C = max_chunks, chunk_size
+        self._add_state("contents", (M, C, dim))
+        self._add_state("keys", (M, dim))
         # keys mapped through the fused chunk-score weight, kept up to date by `write` so an inference read
-        # scores the chunks without reading a weight matrix; valid while `_projected_for` names the current
-        # weights (None: rebuilt in full at the next inference read). Zero rows stay consistent with zero keys.
-        self._add_state("projected_keys", torch.zeros(B, M, self.query_dim))
-        self._projected_for: tuple | None = None
-        self._add_state("chunk_valid", torch.zeros(B, M, dtype=torch.bool), False)
-        self._add_state("chunk_ord", torch.zeros(B, M, dtype=torch.long), -1)
-        self._add_state("chunk_t", torch.zeros(B, M, dtype=torch.long), -1)
-        self._add_state("acc", torch.zeros(B, C, dim))
-        self._add_state("n_acc", torch.zeros(B, dtype=torch.long))
-        self._add_state("n_chunks", torch.zeros(B, dtype=torch.long))
+        # scores the chunks without reading a weight matrix; valid while state.meta["projected_for"] names
+        # the current weights (None: rebuilt in full at the next inference read). Zero rows stay consistent
+        # with zero keys, so resets and row selection keep it valid.
+        self._add_state("projected_keys", (M, self.query_dim))
+        self._add_state("chunk_valid", (M,), torch.bool, False)
+        self._add_state("chunk_ord", (M,), torch.long, -1)
+        self._add_state("chunk_t", (M,), torch.long, -1)
+        self._add_state("acc", (C, dim))
+        self._add_state("n_acc", (), torch.long)
+        self._add_state("n_chunks", (), torch.long)
+
+    @property
+    def _projected_for(self) -> tuple | None:
+        return self.state.meta.get("projected_for")
+
+    @_projected_for.setter
+    def _projected_for(self, version: tuple | None) -> None:
+        self.state.meta["projected_for"] = version
 
     # ------------------------------------------------------------------ streaming
-    def write(self, x: Tensor, active: Tensor | None = None) -> dict[str, Tensor]:
+    @uses_state
+    def write(self, x: Tensor, state: TensorState, active: Tensor | None = None) -> dict[str, Tensor]:
         """Append one step x [B,D]; rows with active=False neither write nor advance."""
         C, M = self.chunk_size, self.max_chunks
         x = _as_dtype(self._store(x) if x.requires_grad else x, self.acc.dtype)
@@ -341,7 +389,8 @@ class HCAM(Memory):
             self._projected_for = version
         return self.projected_keys
 
-    def read(self, query: Tensor) -> ReadResult:
+    @uses_state
+    def read(self, query: Tensor, state: TensorState) -> ReadResult:
         """query [B,E] or [B,Q,E] over the completed chunks of each row's current episode."""
         if query.dim() == 2 and not torch.is_grad_enabled():
             # Rollouts: scores through the projected keys (same as through the weights up to float rounding,
@@ -365,14 +414,13 @@ class HCAM(Memory):
             tr = {k: v[:, 0] if torch.is_tensor(v) and v.dim() == 3 else v for k, v in tr.items()}
         return ReadResult(out, tr)
 
-    def step(self, x: Tensor, query: Tensor | None = None, active: Tensor | None = None) -> ReadResult:
-        r = self.read(x if query is None else query)
-        self.write(x, active)
+    @uses_state
+    def step(self, x: Tensor, state: TensorState, query: Tensor | None = None,
+             active: Tensor | None = None) -> ReadResult:
+        """Read the completed chunks with `query` (default x), then write x."""
+        r = self.read(x if query is None else query, state)
+        r.trace.update(self.write(x, state, active))
         return r
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        super()._load_from_state_dict(state_dict, prefix, *args)
-        self._projected_for = None  # projected with the saver's weights, which may not be ours
 
     # ------------------------------------------------------------------ sequence mode
     def timeline(self, T: int, reset: Tensor | None) -> dict[str, Tensor]:
@@ -397,10 +445,13 @@ class HCAM(Memory):
         acc = acc * ok[..., None]
         return torch.cat([acc.to(xs.dtype), xs], dim=1)
 
-    def sequence(self, xs: Tensor, queries: Tensor | None = None, reset: Tensor | None = None) -> ReadResult:
+    @uses_state
+    def sequence(self, xs: Tensor, state: TensorState, reset: Tensor | None = None,
+                 queries: Tensor | None = None) -> ReadResult:
         """Process a window: xs [B,T,D] written, queries [B,T,E] or [B,T,Q,E] (default xs) read,
         reset [B,T] bool (episode starts at t: memory cleared before step t). Equals T calls of
-        `step` (with `reset(reset[:, t])` before each); updates the state the same way."""
+        `step` (with `state.reset(reset[:, t])` before each); updates the state the same way. A real
+        parallel mode: every read of the window runs as one masked attention call."""
         B, T, _D = xs.shape
         C, M = self.chunk_size, self.max_chunks
         if queries is None:
@@ -450,8 +501,10 @@ class HCAM(Memory):
         trace: dict[str, Any] = {
             "indices": idx,
             "weights": r.trace["weights"].view(B, T, Q, -1),
+            "selected_valid": r.trace["selected_valid"].view(B, T, Q, -1),
             "chunk_start_t": all_t[bidx[..., None], idx.view(B, T * Q, -1)].view(B, T, Q, -1),
             "occupancy": mask.sum(-1),
+            "chunk_written": completes,
         }
         out = r.output.view(B, T, Q, -1)
         if squeeze:
@@ -478,7 +531,7 @@ class HCAM(Memory):
         B, T = completes.shape
         C, M = self.chunk_size, self.max_chunks
         ep_last = tl["ep_start"][:, -1]
-        self.reset(tl["reset"].any(1))
+        self._reset_rows(tl["reset"].any(1))
         final_count = base[:, -1] + in_ep[:, -1]
         keep = sel_valid & (new_ep == ep_last[:, None]) & (new_ord >= (final_count - M)[:, None])
         slot = torch.where(keep, new_ord % M, torch.full_like(new_ord, M))
@@ -522,6 +575,24 @@ class _LocalAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=valid[:, :, None, None, :])
         return self.o(out.reshape(B, T, D))
 
+    def one(self, x: Tensor, window: Tensor, valid: Tensor) -> Tensor:
+        """The rollout form of `forward` for one step per row: x [B,D], window [B,W,D], valid [B,W] -> [B,D].
+
+        Projections on the query side (as `HCAMAttention`): logits (W_k,h^T q_h) . w_j (the key bias adds a
+        per-head constant the softmax ignores) and values W_v,h (sum_j a_j w_j) + b_v,h (the weights sum to
+        1: x itself is always valid), so the window is never projected: O(W*D*H) instead of O(W*D^2)."""
+        B, _W, D = window.shape
+        H = self.heads
+        dh = D // H
+        wk, wv = self.kv.weight[:D].view(H, dh, D), self.kv.weight[D:].view(H, dh, D)
+        qh = self.q(x).view(B, H, dh).transpose(0, 1)  # [H,B,dh]
+        qk = torch.bmm(qh, wk).transpose(0, 1) * (1.0 / math.sqrt(dh))  # [B,H,D]
+        logits = torch.bmm(qk, window.transpose(1, 2))  # [B,H,W]
+        attn = torch.softmax(logits.masked_fill(~valid[:, None, :], float("-inf")), dim=-1)
+        ctx = torch.bmm(attn, window)  # [B,H,D]
+        vals = torch.bmm(wv, ctx.permute(1, 2, 0)).permute(2, 0, 1).reshape(B, D) + self.kv.bias[D:]
+        return self.o(vals)
+
 
 @MEMORIES.register("hcam_layer")
 class HCAMLayer(Memory):
@@ -532,14 +603,17 @@ class HCAMLayer(Memory):
         x <- x + MLP(LN x)
 
     The layer stores its own input x (the residual stream entering the layer) in its memory. A policy
-    stacks several layers (the paper uses four); each keeps its own memory.
-    `step(x[B,D]) -> ReadResult(out[B,D], trace)`; `sequence(xs[B,T,D], reset[B,T]|None)`.
+    stacks several layers (the paper uses four); each keeps its own memory (its own state).
+    `step(x[B,D], state) -> ReadResult(out[B,D], trace)`; `sequence(xs[B,T,D], state, reset[B,T]|None)`.
+
+    `step` is the rollout path: the local attention reads the accumulator and x ([B, C+1, D]), the HCAM
+    read scores the M chunk summaries and attends inside k chunks, and the write appends x; nothing else
+    depends on how full the memory is. `sequence` is the training path (one masked attention per window).
     """
 
     def __init__(
         self,
         dim: int = 64,
-        batch_size: int = 1,
         heads: int = 4,
         topk: int = 4,
         chunk_size: int = 16,
@@ -547,28 +621,20 @@ class HCAMLayer(Memory):
         mlp_ratio: int = 4,
         position_encoding: bool = True,
         detach_writes: bool = True,
+        init: str = "torch",
     ) -> None:
-        super().__init__(batch_size, detach_writes)
+        super().__init__(detach_writes)
         self.memory = HCAM(
-            dim, batch_size, chunk_size, topk, heads, max_chunks,
-            position_encoding=position_encoding, detach_writes=detach_writes,
+            dim, chunk_size, topk, heads, max_chunks,
+            position_encoding=position_encoding, detach_writes=detach_writes, init=init,
         )  # fmt: skip
         self.ln1, self.ln2, self.ln3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.local = _LocalAttention(dim, heads)
         self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
 
-    @property
-    def batch_size(self) -> int:
-        return self.memory.batch_size
-
-    def reset(self, mask: Tensor | None = None) -> None:
-        self.memory.reset(mask)
-
-    def prune(self, keep: Tensor) -> None:
-        self.memory.prune(keep)
-
-    def detach_(self) -> None:
-        self.memory.detach_()
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> TensorState:
+        """The layer's state is its HCAM memory's."""
+        return self.memory.initial_state(batch_size, self.device if device is None else device)
 
     def _local(self, xs: Tensor, tl: dict[str, Tensor]) -> Tensor:
         C = self.memory.chunk_size
@@ -578,24 +644,37 @@ class HCAMLayer(Memory):
         valid = j[None, None, :] >= (C - 1 - tl["pos"])[..., None]
         return self.local(S[:, C:], windows, valid)
 
-    def write(self, x: Tensor, active: Tensor | None = None) -> dict[str, Tensor]:
-        return self.memory.write(x, active)
+    def write(self, x: Tensor, state: TensorState, active: Tensor | None = None) -> dict[str, Tensor]:
+        return self.memory.write(x, state, active)
 
-    def read(self, query: Tensor) -> ReadResult:
-        return self.memory.read(query)
+    def read(self, query: Tensor, state: TensorState) -> ReadResult:
+        return self.memory.read(query, state)
 
-    def step(self, x: Tensor) -> ReadResult:
-        return self.sequence(x[:, None])._squeeze_time()
+    def step(self, x: Tensor, state: TensorState) -> ReadResult:
+        """One step for every row: local attention over [accumulator; x], HCAM read, write x, MLP."""
+        C = self.memory.chunk_size
+        window = torch.cat([state.acc.to(x.dtype), x[:, None]], dim=1)  # [B, C+1, D]; x sits at index C
+        slots = self._slots(C + 1, x.device)
+        valid = (slots[None] < state.n_acc[:, None]) | (slots[None] == C)  # the filled accumulator + x
+        h = self.ln1(window)
+        x1 = x + self.local.one(h[:, C], h, valid)
+        r = self.memory.step(x, state, query=self.ln2(x1))
+        x2 = x1 + r.output
+        return ReadResult(x2 + self.mlp(self.ln3(x2)), r.trace)
 
-    def sequence(self, xs: Tensor, reset: Tensor | None = None) -> _LayerResult:
-        tl = self.memory.timeline(xs.shape[1], reset)
-        x1 = xs + self._local(xs, tl)
-        r = self.memory.sequence(xs, self.ln2(x1), reset)
+    def _slots(self, n: int, device: torch.device) -> Tensor:
+        """arange(n) on `device`, cached: the hot path creates no tensor per step."""
+        cache = self.__dict__.setdefault("_slot_cache", {})
+        key = (n, device)
+        if key not in cache:
+            cache[key] = torch.arange(n, device=device)
+        return cache[key]
+
+    def sequence(self, xs: Tensor, state: TensorState, reset: Tensor | None = None) -> ReadResult:
+        with self.memory.bound(state):
+            tl = self.memory.timeline(xs.shape[1], reset)
+            x1 = xs + self._local(xs, tl)
+        r = self.memory.sequence(xs, state, reset, queries=self.ln2(x1))
         x2 = x1 + r.output
         x3 = x2 + self.mlp(self.ln3(x2))
-        return _LayerResult(x3, r.trace)
-
-
-class _LayerResult(ReadResult):
-    def _squeeze_time(self) -> ReadResult:
-        return ReadResult(self.output[:, 0], {k: v[:, 0] for k, v in self.trace.items()})
+        return ReadResult(x3, r.trace)

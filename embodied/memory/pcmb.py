@@ -17,8 +17,8 @@ consolidation) with an occupancy count and per-entry absolute timesteps. Per ban
 
 Stop-gradient: entries are stored detached (`detach_writes=True`, as MemoryVLA): gradients flow only
 through the current step's retrieval and fusion. `step` = read, fuse, write; `sequence` runs the same
-step over a window (consolidation makes the bank state-dependent, so the window is scanned step by step,
-vectorised over environments).
+step over a window (consolidation makes the bank state-dependent: inherently sequential, so the window is
+scanned step by step, vectorised over environments; the tests check it against an independent reference).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from embodied.memory import MEMORIES
-from embodied.memory.base import Memory, ReadResult, masked_softmax
+from embodied.memory.base import Memory, ReadResult, masked_softmax, scan, uses_state
+from embodied.memory.state import TensorState
 
 
 def timestep_sinusoid(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -164,14 +165,14 @@ class PCMB(Memory):
 
     Args:
         dim: D, perceptual token width.  cog_dim: Dc, cognitive token width (default D).
-        n_tokens: N perceptual tokens per step.  batch_size: B.  capacity: L entries per bank (16).
+        n_tokens: N perceptual tokens per step.  capacity: L entries per bank (16).
         heads: retrieval attention heads (openvla 1, dexbotic 4).  retrieval_layers: cross-attention blocks (2).
         consolidation: "merge" (merge most similar adjacent pair) or "fifo" (drop oldest).
         fusion: "gate" or "add".  update_fused: write the fused tokens instead of the raw ones.
 
-    API: `read(p[B,N,D], c[B,Dc], t[B]|None) -> ReadResult(output=(fused_p [B,N,D], fused_c [B,Dc]), trace)`;
-    `write(p, c, t|None, active|None) -> trace`; `step(p, c, t=None, active=None)` = read+write;
-    `sequence(p[B,T,N,D], c[B,T,Dc], reset[B,T]|None)`.
+    API (state = `initial_state(B)`): `read(p[B,N,D], c[B,Dc], state) -> ReadResult(output=(fused_p
+    [B,N,D], fused_c [B,Dc]), trace)`; `write(p, c, state, t|None, active|None) -> trace`;
+    `step(p, c, state, t=None, active=None)` = read+write; `sequence(p[B,T,N,D], c[B,T,Dc], state, reset)`.
     """
 
     def __init__(
@@ -179,7 +180,6 @@ class PCMB(Memory):
         dim: int = 64,
         cog_dim: int | None = None,
         n_tokens: int = 16,
-        batch_size: int = 1,
         capacity: int = 16,
         heads: int = 1,
         retrieval_layers: int = 2,
@@ -189,7 +189,7 @@ class PCMB(Memory):
         update_fused: bool = False,
         detach_writes: bool = True,
     ) -> None:
-        super().__init__(batch_size, detach_writes)
+        super().__init__(detach_writes)
         if consolidation not in ("merge", "fifo"):
             raise ValueError(f"consolidation must be 'merge' or 'fifo', got {consolidation!r}")
         if fusion not in ("gate", "add"):
@@ -198,15 +198,16 @@ class PCMB(Memory):
         self.consolidation, self.update_fused = consolidation, update_fused
         self.per_reader = BankReader(dim, heads, retrieval_layers, ffn_ratio, fusion)
         self.cog_reader = BankReader(self.cog_dim, heads, retrieval_layers, ffn_ratio, fusion)
-        B, L1 = batch_size, capacity + 1
-        self._add_state("per_mem", torch.zeros(B, L1, n_tokens, dim))
-        self._add_state("per_t", torch.zeros(B, L1, dtype=torch.long), -1)
-        self._add_state("cog_mem", torch.zeros(B, L1, 1, self.cog_dim))
-        self._add_state("cog_t", torch.zeros(B, L1, dtype=torch.long), -1)
-        self._add_state("count", torch.zeros(B, dtype=torch.long))
-        self._add_state("t", torch.zeros(B, dtype=torch.long))
+        L1 = capacity + 1
+        self._add_state("per_mem", (L1, n_tokens, dim))
+        self._add_state("per_t", (L1,), torch.long, -1)
+        self._add_state("cog_mem", (L1, 1, self.cog_dim))
+        self._add_state("cog_t", (L1,), torch.long, -1)
+        self._add_state("count", (), torch.long)
+        self._add_state("t", (), torch.long)
 
-    def read(self, p: Tensor, c: Tensor, t: Tensor | None = None) -> ReadResult:
+    @uses_state
+    def read(self, p: Tensor, c: Tensor, state: TensorState) -> ReadResult:
         L = self.capacity
         c3 = c[:, None] if c.dim() == 2 else c
         valid = torch.arange(L, device=p.device)[None] < self.count[:, None]
@@ -223,7 +224,9 @@ class PCMB(Memory):
         }
         return ReadResult((fp, fc[:, 0] if c.dim() == 2 else fc), trace)
 
-    def write(self, p: Tensor, c: Tensor, t: Tensor | None = None, active: Tensor | None = None) -> dict[str, Tensor]:
+    @uses_state
+    def write(self, p: Tensor, c: Tensor, state: TensorState, t: Tensor | None = None,
+              active: Tensor | None = None) -> dict[str, Tensor]:
         B = self.batch_size
         c3 = c[:, None] if c.dim() == 2 else c
         if active is None:
@@ -245,23 +248,24 @@ class PCMB(Memory):
         self.t = self.t + active.long()
         return {"per_merge_index": pi, "per_merge_similarity": ps, "cog_merge_index": ci, "cog_merge_similarity": cs}
 
-    def step(self, p: Tensor, c: Tensor, t: Tensor | None = None, active: Tensor | None = None) -> ReadResult:
-        r = self.read(p, c, t)
+    @uses_state
+    def step(self, p: Tensor, c: Tensor, state: TensorState, t: Tensor | None = None,
+             active: Tensor | None = None) -> ReadResult:
+        r = self.read(p, c, state)
         if self.update_fused:
-            w = self.write(r.output[0], r.output[1], t, active)
+            w = self.write(r.output[0], r.output[1], state, t, active)
         else:
-            w = self.write(p, c, t, active)
+            w = self.write(p, c, state, t, active)
         r.trace.update(w)
         return r
 
-    def sequence(self, p: Tensor, c: Tensor, reset: Tensor | None = None) -> ReadResult:
-        outs_p, outs_c, traces = [], [], []
-        for i in range(p.shape[1]):
+    @uses_state
+    def sequence(self, p: Tensor, c: Tensor, state: TensorState, reset: Tensor | None = None) -> ReadResult:
+        """Scan the window step by step (consolidation is sequential), vectorised over environments."""
+
+        def one(i: int) -> ReadResult:
             if reset is not None:
-                self.reset(reset[:, i])
-            r = self.step(p[:, i], c[:, i])
-            outs_p.append(r.output[0])
-            outs_c.append(r.output[1])
-            traces.append(r.trace)
-        trace = {k: torch.stack([tr[k] for tr in traces], 1) for k in traces[0]}
-        return ReadResult((torch.stack(outs_p, 1), torch.stack(outs_c, 1)), trace)
+                state.reset(reset[:, i])
+            return self.step(p[:, i], c[:, i], state)
+
+        return scan(one, p.shape[1])

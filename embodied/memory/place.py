@@ -1,7 +1,8 @@
 """place: place-centric episodic memory after the Spatially-Aware Transformer (Cho et al., arXiv 2402.15160).
 
-* Each written entry = feature + sinusoidal **time embedding** (absolute episode step) + sinusoidal
-  **place embedding** (place id, SAT's `sine1d`).
+* Each written entry = feature + [sinusoidal **time embedding** (absolute episode step) ; sinusoidal
+  **place embedding** (place id, SAT's `sine1d`)]: the two encodings occupy disjoint halves of the width
+  (SAT sums them on the same sinusoid basis, where (t=3, p=5) and (t=5, p=3) encode identically).
 * **Place-grouped chunks (SAT-PM-PH)**: at read time the stored entries are ordered by (place, write order),
   each place padded to a multiple of the chunk size C with masked slots, so every chunk holds a single
   place; HCAM (`HCAMAttention`, no in-chunk position encoding, masked-mean chunk keys) selects the top-k
@@ -10,6 +11,8 @@
   newest), `"lifo"` keeps the first `capacity` entries (new ones are dropped), `"lvfo"` drops the earliest
   entry of the place with the fewest entries in memory, `"mvfo"` the earliest entry of the place with the most.
 * Stop-gradient: SAT removed the detach; here `detach_writes=True` by default, set False for SAT behaviour.
+* Inherently sequential (eviction depends on what is stored), so `sequence` scans `step`; the tests check
+  it against an independent per-environment reference of the eviction rules and the read.
 """
 
 from __future__ import annotations
@@ -18,24 +21,25 @@ import torch
 from torch import Tensor
 
 from embodied.memory import MEMORIES
-from embodied.memory.base import Memory, ReadResult, sinusoid
+from embodied.memory.base import Memory, ReadResult, scan, sinusoid, uses_state
 from embodied.memory.hcam import HCAMAttention
+from embodied.memory.state import TensorState
 
 EVICTIONS = ("fifo", "lifo", "lvfo", "mvfo")
 
 
 @MEMORIES.register("place")
 class PlaceMemory(Memory):
-    """Args: dim D (even), batch_size, capacity N entries, num_places P, chunk_size C, topk, heads, eviction.
+    """Args: dim D (even), capacity N entries, num_places P, chunk_size C, topk, heads, eviction.
 
-    API: `write(x[B,D], place[B] long, active[B]|None) -> trace`; `read(query[B,D] or [B,Q,D]) -> ReadResult`;
-    `step(x, place, query=None)` = read then write; `sequence(xs[B,T,D], places[B,T], reset[B,T]|None)`.
+    API (state = `initial_state(B)`): `write(x[B,D], place[B] long, state, active[B]|None) -> trace`;
+    `read(query[B,D] or [B,Q,D], state) -> ReadResult`; `step(x, place, state, query=None)` = read then
+    write; `sequence(xs[B,T,D], places[B,T], state, reset[B,T]|None)`.
     """
 
     def __init__(
         self,
         dim: int = 64,
-        batch_size: int = 1,
         capacity: int = 64,
         num_places: int = 16,
         chunk_size: int = 4,
@@ -44,7 +48,9 @@ class PlaceMemory(Memory):
         eviction: str = "fifo",
         detach_writes: bool = True,
     ) -> None:
-        super().__init__(batch_size, detach_writes)
+        super().__init__(detach_writes)
+        if dim % 2:
+            raise ValueError(f"place: dim must be even (sinusoidal encodings), got {dim}")
         if eviction not in EVICTIONS:
             raise ValueError(f"eviction must be one of {EVICTIONS}, got {eviction!r}")
         self.dim, self.capacity, self.num_places, self.C, self.eviction = (
@@ -55,19 +61,26 @@ class PlaceMemory(Memory):
             eviction,
         )
         self.attention = HCAMAttention(dim, dim, dim, heads, topk, chunk_size, position_encoding=False)
-        B, N = batch_size, capacity
-        self._add_state("mem", torch.zeros(B, N, dim))
-        self._add_state("place", torch.zeros(B, N, dtype=torch.long), -1)
-        self._add_state("mem_t", torch.zeros(B, N, dtype=torch.long), -1)
-        self._add_state("ord", torch.zeros(B, N, dtype=torch.long), -1)
-        self._add_state("valid", torch.zeros(B, N, dtype=torch.bool), False)
-        self._add_state("n_written", torch.zeros(B, dtype=torch.long))
-        self._add_state("t", torch.zeros(B, dtype=torch.long))
+        N = capacity
+        self._add_state("mem", (N, dim))
+        self._add_state("place", (N,), torch.long, -1)
+        self._add_state("mem_t", (N,), torch.long, -1)
+        self._add_state("ord", (N,), torch.long, -1)
+        self._add_state("valid", (N,), torch.bool, False)
+        self._add_state("n_written", (), torch.long)
+        self._add_state("t", (), torch.long)
+
+    def encoding(self, place: Tensor, t: Tensor) -> Tensor:
+        """[time encoding ; place encoding] [..., D]: separate halves of the width, so no (t, p) pair
+        encodes like another (a sum on one basis would make (3, 5) and (5, 3) equal)."""
+        dt = 2 * (self.dim // 4)
+        return torch.cat([sinusoid(t, dt), sinusoid(place, self.dim - dt)], dim=-1)
 
     def embed(self, x: Tensor, place: Tensor, t: Tensor) -> Tensor:
-        return x + sinusoid(t, self.dim) + sinusoid(place, self.dim)
+        return x + self.encoding(place, t).to(x.dtype)
 
-    def write(self, x: Tensor, place: Tensor, active: Tensor | None = None) -> dict[str, Tensor]:
+    @uses_state
+    def write(self, x: Tensor, place: Tensor, state: TensorState, active: Tensor | None = None) -> dict[str, Tensor]:
         B, _N, P = self.batch_size, self.capacity, self.num_places
         rows = torch.arange(B, device=x.device)
         if active is None:
@@ -141,7 +154,8 @@ class PlaceMemory(Memory):
         keys = (contents * mask[..., None]).sum(2) / mask.sum(2, keepdim=True).clamp(min=1)
         return contents, mask, keys, cplace
 
-    def read(self, query: Tensor) -> ReadResult:
+    @uses_state
+    def read(self, query: Tensor, state: TensorState) -> ReadResult:
         squeeze = query.dim() == 2
         q = query[:, None] if squeeze else query
         contents, mask, keys, cplace = self.place_chunks()
@@ -155,18 +169,20 @@ class PlaceMemory(Memory):
             trace = {k: v[:, 0] if v.dim() == 3 else v for k, v in trace.items()}
         return ReadResult(out, trace)
 
-    def step(self, x: Tensor, place: Tensor, query: Tensor | None = None, active: Tensor | None = None) -> ReadResult:
-        r = self.read(x if query is None else query)
-        r.trace.update(self.write(x, place, active))
+    @uses_state
+    def step(self, x: Tensor, place: Tensor, state: TensorState, query: Tensor | None = None,
+             active: Tensor | None = None) -> ReadResult:
+        r = self.read(x if query is None else query, state)
+        r.trace.update(self.write(x, place, state, active))
         return r
 
-    def sequence(self, xs: Tensor, places: Tensor, reset: Tensor | None = None) -> ReadResult:
+    @uses_state
+    def sequence(self, xs: Tensor, places: Tensor, state: TensorState, reset: Tensor | None = None) -> ReadResult:
         """Scan the window step by step (eviction is sequential), vectorised over environments."""
-        outs, traces = [], []
-        for i in range(xs.shape[1]):
+
+        def one(i: int) -> ReadResult:
             if reset is not None:
-                self.reset(reset[:, i])
-            r = self.step(xs[:, i], places[:, i])
-            outs.append(r.output)
-            traces.append(r.trace)
-        return ReadResult(torch.stack(outs, 1), {k: torch.stack([tr[k] for tr in traces], 1) for k in traces[0]})
+                state.reset(reset[:, i])
+            return self.step(xs[:, i], places[:, i], state)
+
+        return scan(one, xs.shape[1])

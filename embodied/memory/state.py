@@ -37,6 +37,9 @@ class TensorState:
         object.__setattr__(self, "_env_dim", {})
         object.__setattr__(self, "_children", {})
         object.__setattr__(self, "batch_size", int(batch_size))
+        # Non-tensor facts about the tensors (e.g. which weights a cached projection was made with);
+        # copied by clone(), kept by reset/select/to (row operations keep such facts true).
+        object.__setattr__(self, "meta", {})
 
     # ------------------------------------------------------------------ building
     def add(self, name: str, tensor: Tensor, fill: float | int | bool = 0, env_dim: int = 0) -> TensorState:
@@ -61,7 +64,8 @@ class TensorState:
         return self
 
     def _check_new(self, name: str) -> None:
-        if name in self._tensors or name in self._children or name.startswith("_") or hasattr(type(self), name):
+        reserved = name.startswith("_") or name == "meta" or hasattr(type(self), name)
+        if name in self._tensors or name in self._children or reserved:
             raise ValueError(f"state name '{name}' is taken or reserved")
 
     # ------------------------------------------------------------------ access
@@ -118,6 +122,8 @@ class TensorState:
         mask = torch.as_tensor(mask, dtype=torch.bool)
         if mask.shape != (self.batch_size,):
             raise ValueError(f"reset mask must have shape ({self.batch_size},), got {tuple(mask.shape)}")
+        if mask.device.type == "cpu" and not bool(mask.any()):
+            return  # the usual per-step reset(done) with no episode ending: no device work at all
         for name, t in self._tensors.items():
             shape = [1] * t.dim()
             shape[self._env_dim[name]] = -1
@@ -166,6 +172,7 @@ class TensorState:
             out._env_dim[name] = self._env_dim[name]
         for name, child in self._children.items():
             out.add_child(name, child.clone())
+        out.meta.update(self.meta)
         return out
 
     def __repr__(self) -> str:

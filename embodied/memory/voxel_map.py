@@ -22,7 +22,12 @@ Hot path: a torch voxel hash over all environments at once (no per-env loop). Vo
   into sorted order when keys were added since the last compaction (O(V), off the hot path);
 * per-env occupancy is a running count.
 
-A 64x64 write therefore costs O(H*W log) plus O(delta), independent of the map size. Fusion is a sum, so
+A 64x64 write therefore costs O(H*W log) plus O(delta), independent of the map size.
+
+Unlike the other memories, a `VoxelMap` has no weights: the object *is* the episode state (a growing
+table that is not indexed by environment, so it does not fit a `TensorState`). It keeps its own
+`reset(mask)` / `prune(keep)` / `resize(n)`, and a policy holds it as rollout state, outside its
+`nn.Module` (see `map_agent`), so it never lands in a checkpoint. Fusion is a sum, so
 streaming and sequence mode agree up to float summation order. open3d is used only for exports
 (`point_cloud`).
 """
@@ -82,18 +87,51 @@ class VoxelMap(Memory):
         max_depth: float = 10.0,
         stride: int = 1,
     ) -> None:
-        super().__init__(batch_size, detach_writes=True)
+        super().__init__(detach_writes=True)
+        self._batch_size = int(batch_size)
+        self._table_fill: dict[str, float | int | bool] = {}
         self.voxel_size, self.hfov, self.num_classes, self.feature_dim = voxel_size, hfov, num_classes, feature_dim
         self.extent, self.z_range, self.max_depth, self.stride = extent, tuple(z_range), max_depth, stride
         self.nx = math.ceil(2 * extent / voxel_size)
         self.nz = math.ceil((z_range[1] - z_range[0]) / voxel_size)
         self.K = self.nx * self.nx * self.nz
         # flat table over all envs (env axis = key // K)
-        self._add_state("vkeys", torch.zeros(0, dtype=torch.long))
-        self._add_state("counts", torch.zeros(0))
-        self._add_state("votes", torch.zeros(0, num_classes))
-        self._add_state("feats", torch.zeros(0, max(feature_dim, 0)))
-        self._add_state("t", torch.zeros(batch_size, dtype=torch.long))
+        self._add_table("vkeys", torch.zeros(0, dtype=torch.long))
+        self._add_table("counts", torch.zeros(0))
+        self._add_table("votes", torch.zeros(0, num_classes))
+        self._add_table("feats", torch.zeros(0, max(feature_dim, 0)))
+        self._add_table("t", torch.zeros(batch_size, dtype=torch.long))
+        self._rebuild()
+
+    # ----------------------------------------------------------------- table buffers
+    def _add_table(self, name: str, tensor: Tensor, fill: float | int | bool = 0) -> None:
+        self.register_buffer(name, tensor.fill_(fill) if tensor.numel() else tensor, persistent=True)
+        self._table_fill[name] = fill
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    def _rows(self, mask: Tensor) -> Tensor:
+        mask = torch.as_tensor(mask, device=self.device)
+        if mask.dtype != torch.bool:
+            mask = torch.zeros(self.batch_size, dtype=torch.bool, device=self.device).index_fill_(
+                0, mask.long().flatten(), True)
+        if mask.shape != (self.batch_size,):
+            raise ValueError(f"reset mask must have shape ({self.batch_size},), got {tuple(mask.shape)}")
+        return mask
+
+    @torch.no_grad()
+    def resize(self, batch_size: int) -> None:
+        """`batch_size` empty environment rows (the whole map cleared)."""
+        n = int(batch_size)
+        if n < 0:
+            raise ValueError(f"batch_size must be >= 0, got {n}")
+        for name in _TABLE:
+            buf = self._buffers[name]
+            self._buffers[name] = buf.new_zeros(0, *buf.shape[1:])
+        self._buffers["t"] = torch.zeros(n, dtype=torch.long, device=self.device)
+        self._batch_size = n
         self._rebuild()
 
     # ----------------------------------------------------------------- internal store
@@ -153,6 +191,7 @@ class VoxelMap(Memory):
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         self._sync()
         super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "_batch_size_"] = torch.tensor(self._batch_size)
         for name in _TABLE:  # snapshots: the store is updated in place by later writes
             destination[prefix + name] = destination[prefix + name].clone()
 
@@ -189,7 +228,7 @@ class VoxelMap(Memory):
 
     # the flat table is not indexed by env: custom reset / prune / batch size
     def reset(self, mask: Tensor | None = None) -> None:
-        mask = torch.ones(self.batch_size, dtype=torch.bool) if mask is None else self._rows(mask)
+        mask = self._rows(torch.ones(self.batch_size, dtype=torch.bool) if mask is None else mask)
         self.t = torch.where(mask.to(self.t.device), 0, self.t)
         if not bool(mask.any()) or not bool((self._occ.to(mask.device)[mask] > 0).any()):
             return  # nothing to clear (the usual per-step reset(done) call)
@@ -213,9 +252,17 @@ class VoxelMap(Memory):
         self._batch_size = int(idx.numel())
         self._rebuild()
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
+                              strict: bool, missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:
         self._sync()
-        super()._load_from_state_dict(state_dict, prefix, *args)
+        for name in self._table_fill:  # adopt the saved shapes (another batch size, a grown table)
+            if prefix + name in state_dict:
+                cur = self._buffers[name]
+                self._buffers[name] = torch.empty(state_dict[prefix + name].shape, dtype=cur.dtype, device=cur.device)
+        state_dict = {k: v for k, v in state_dict.items() if k != prefix + "_batch_size_"}
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
         self._batch_size = int(self.t.shape[0])
         self._rebuild()
 
@@ -369,20 +416,23 @@ class VoxelMap(Memory):
         kk = min(k, dense.shape[1])
         top, idx = dense.topk(kk, dim=1)
         valid = torch.isfinite(top)
-        cent = self.centres(self.vkeys[idx.clamp(max=max(V - 1, 0))]) if V else torch.zeros(B, kk, 3)
+        if V:
+            cent = self.centres(self.vkeys[idx.clamp(max=max(V - 1, 0))])
+        else:
+            cent = torch.zeros(B, kk, 3, device=score.device)
         cent = cent * valid[..., None]
         return (cent, valid, top) if return_scores else (cent, valid)
 
     def step(
         self, depth: Tensor, pose: Tensor, labels: Tensor | None = None, features: Tensor | None = None
     ) -> ReadResult:
-        """Fuse, then read the map around the camera (positions 1 m ahead at camera height)."""
-        tr = self.write(depth, pose, labels, features)
+        """Read the map around the camera (positions 1 m ahead at camera height) as it was before this
+        frame, then fuse the frame (read-then-write, as every memory)."""
         ahead = pose[:, :3] + torch.stack(
             [torch.cos(pose[:, 3]), torch.sin(pose[:, 3]), torch.zeros_like(pose[:, 3])], -1
         )
         r = self.read(ahead[:, None])
-        r.trace.update(tr)
+        r.trace.update(self.write(depth, pose, labels, features))
         return r
 
     def sequence(
@@ -395,22 +445,24 @@ class VoxelMap(Memory):
     ) -> None:
         """Fuse a window [B,T,...] at once: frames before an episode start in the window are dropped."""
         B, T = depth.shape[:2]
+        dev = depth.device
         if reset is not None:
-            last = torch.where(reset, torch.arange(T)[None], -1).max(1).values
+            reset = reset.to(dev)
+            last = torch.where(reset, torch.arange(T, device=dev)[None], -1).max(1).values
             self.reset(last >= 0)
-            keep_t = torch.arange(T)[None] >= last.clamp(min=0)[:, None]
+            keep_t = torch.arange(T, device=dev)[None] >= last.clamp(min=0)[:, None]
         else:
-            keep_t = torch.ones(B, T, dtype=torch.bool)
+            keep_t = torch.ones(B, T, dtype=torch.bool, device=dev)
         flat = lambda x: None if x is None else x.flatten(0, 1)  # noqa: E731
         t0 = self.t.clone()
         # fuse all frames as one big batch of B*T "envs" mapped back to their env
         d = flat(depth)
-        env_of = torch.arange(B).repeat_interleave(T)
+        env_of = torch.arange(B, device=dev).repeat_interleave(T)
         pts, valid = self.backproject(d[:, :: self.stride, :: self.stride], flat(pose))
         lin, ok = self.voxel_index(pts)
         ok = ok & valid & keep_t.flatten()[:, None, None]
         keys = (env_of[:, None, None] * self.K + lin)[ok]
-        votes = torch.zeros(keys.shape[0], self.num_classes)
+        votes = torch.zeros(keys.shape[0], self.num_classes, device=dev)
         if labels is not None:
             lab = flat(labels)[:, :: self.stride, :: self.stride][ok].long()
             lv = (lab >= 0) & (lab < self.num_classes)
@@ -418,9 +470,9 @@ class VoxelMap(Memory):
         feats = (flat(features)[:, :: self.stride, :: self.stride][ok].float()
                  if features is not None and self.feature_dim
                  else votes.new_zeros(keys.shape[0], self._sf.shape[1]))  # fmt: skip
-        self._merge(keys, torch.ones(keys.shape[0]), votes, feats)
+        self._merge(keys, torch.ones(keys.shape[0], device=dev), votes, feats)
         self.t = torch.where(
-            reset.any(1) if reset is not None else torch.zeros(B, dtype=torch.bool), 0, t0
+            reset.any(1) if reset is not None else torch.zeros(B, dtype=torch.bool, device=dev), 0, t0
         ) + keep_t.sum(1)
 
     # ----------------------------------------------------------------- exports

@@ -18,6 +18,7 @@ from embodied.policies.baselines import EXPERT_KEY, ExpertPolicy, RandomPolicy
 from embodied.policies.hcam_agent import HCAMAgentPolicy
 from embodied.policies.janus_vln import JanusVLNPolicy
 from embodied.policies.map_agent import MapAgentPolicy
+from embodied.policies.memory_agent import MemoryAgentPolicy
 from embodied.policies.memory_vla import MemoryVLAPolicy
 from embodied.policies.pretrained import CONFIG_NAME, PolicyConfig, PretrainedPolicy
 from embodied.policies.processor import CheckpointError, PolicyProcessor
@@ -39,7 +40,8 @@ def register_pretrained(cls: type[PretrainedPolicy]) -> type[PretrainedPolicy]:
     return cls
 
 
-for _cls in (MemorylessPolicy, GRUPolicy, HCAMAgentPolicy, MapAgentPolicy, MemoryVLAPolicy, JanusVLNPolicy):
+for _cls in (MemorylessPolicy, GRUPolicy, HCAMAgentPolicy, MapAgentPolicy, MemoryVLAPolicy, JanusVLNPolicy,
+             MemoryAgentPolicy):
     register_pretrained(_cls)
 
 

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from embodied.memory.dual_kv import DualKV, StreamingEncoder
-from embodied.policies.memory_vla import LanguageBackbone, keep_rows, text_key, vector_encoder
+from embodied.memory.state import TensorState
+from embodied.policies.memory_vla import LanguageBackbone, text_key, vector_encoder
 from embodied.policies.pretrained import PolicyConfig, PretrainedPolicy
 
 
@@ -140,7 +141,7 @@ class JanusVLNPolicy(PretrainedPolicy):
         self.encoder = vector_encoder(spec, config.dim)  # extra token from vector keys (e.g. GPS), if any
         patch_dim = 3 * config.patch**2
         self.memory = DualKV(semantic_dim=patch_dim, spatial_dim=patch_dim, dim=config.dim,
-                             tokens_per_frame=self.tokens_per_frame, batch_size=1, layers=config.encoder_layers,
+                             tokens_per_frame=self.tokens_per_frame, layers=config.encoder_layers,
                              heads=config.encoder_heads, n_initial=config.n_initial, n_recent=config.n_recent,
                              fusion_weight=config.fusion_weight)
         self.backbone = LanguageBackbone(config.vocab, config.lm_hidden, config.lm_layers, config.lm_heads,
@@ -178,9 +179,9 @@ class JanusVLNPolicy(PretrainedPolicy):
     def step_logits(self, obs: dict[str, Any]) -> Tensor:
         """Streaming mode: one frame per row through the caches (writes the frame)."""
         sem, spa, x = self.frame_tokens(obs)
-        if self.memory.batch_size != len(sem):
-            raise RuntimeError("call reset(mask) with one entry per environment before act()")
-        fused = self.memory.write(sem, spa).output
+        state = self._checked_state(len(sem))
+        assert state is not None
+        fused = self.memory.step(sem, spa, state.memory).output
         return self.decide(fused, x, list(obs[self.text_key]) if self.text_key else None)
 
     def window_logits(self, obs: dict[str, Any]) -> Tensor:
@@ -198,16 +199,8 @@ class JanusVLNPolicy(PretrainedPolicy):
         return self.decide(fused, x, texts).view(b, t, -1)
 
     # ------------------------------------------------------------------ Policy protocol
-    def reset(self, mask: np.ndarray) -> None:
-        mask_t = torch.as_tensor(np.asarray(mask, dtype=bool), device=self.device())
-        if self.memory.batch_size != len(mask_t):
-            self.memory.resize(len(mask_t))
-        else:
-            self.memory.reset(mask_t)
-
-    def on_envs_pause(self, idx: Sequence[int]) -> None:
-        keep = keep_rows(self.memory.batch_size, idx)
-        self.memory.prune(torch.tensor(keep, dtype=torch.long, device=self.device()))
+    def initial_state(self, batch_size: int) -> TensorState:
+        return TensorState(batch_size).add_child("memory", self.memory.initial_state(batch_size, self.device()))
 
     @torch.no_grad()
     def act(self, obs: dict[str, Any]) -> np.ndarray:

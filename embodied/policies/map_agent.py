@@ -131,7 +131,7 @@ class MapAgentPolicy(PretrainedPolicy):
         self.config = config
         self.nx = math.ceil(2 * config.extent / config.voxel_size)
         self.rows: list[_Row] = []
-        self.map = self._new_map(0)
+        self._set_map(self._new_map(0))
         r = max(1, round(config.inflation / config.voxel_size))
         yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
         self._disk = xx**2 + yy**2 <= r * r
@@ -176,6 +176,10 @@ class MapAgentPolicy(PretrainedPolicy):
     def loss(self, batch: dict[str, Any]) -> torch.Tensor:
         raise TypeError("map_agent has no learned weights to train")
 
+    def _set_map(self, voxel_map: VoxelMap) -> None:
+        """The map is rollout state: a plain attribute, never a submodule (so never in a checkpoint)."""
+        object.__setattr__(self, "map", voxel_map)
+
     def _new_map(self, batch_size: int) -> VoxelMap:
         c = self.config
         return VoxelMap(batch_size=batch_size, voxel_size=c.voxel_size, hfov=math.radians(c.hfov_deg),
@@ -186,7 +190,7 @@ class MapAgentPolicy(PretrainedPolicy):
     def reset(self, mask: np.ndarray) -> None:
         mask = np.asarray(mask, dtype=bool)
         if len(mask) != len(self.rows):
-            self.map = self._new_map(len(mask))
+            self._set_map(self._new_map(len(mask)))
             self.rows = [self._fresh_row(i) for i in range(len(mask))]
             return
         self.map.reset(torch.as_tensor(mask))

@@ -15,11 +15,14 @@ Per environment step:
    (LeRobot's pitfall) would leave holes in the bank that training never showed.
 4. **Action expert.** A small DiT (`embodied.policies.diffusion`) conditioned on the fused cognitive token
    and cross-attending to the fused perceptual tokens denoises an action chunk of H steps with a few DDIM
-   steps. The initial noise of a chunk is drawn from a generator seeded by `(sample_seed, episode step)`,
-   so actions are reproducible and a row's actions never depend on the other rows.
+   steps. The initial noise of a chunk is drawn per environment row from a generator seeded by
+   `(the row's episode seed, episode step)`; episode seeds come from a generator seeded with
+   `sample_seed` in the order episodes start, so actions are reproducible, differ between rows and
+   episodes, and a row's actions never depend on the other rows.
 
-`act` keeps one action-chunk queue per row and pops one action per step; `reset(mask)` clears the rows'
-queues, step counters and memory rows; `on_envs_pause` drops them. `loss(batch)` is the diffusion
+`act` keeps one action-chunk queue per row and pops one action per step. The rollout state (a
+`TensorState`: `queue`, `queue_pos`, `steps`, `noise_seed` and the bank as child `memory`) lives
+outside the module; `reset(mask)` clears the rows, `on_envs_pause` drops them. `loss(batch)` is the diffusion
 loss (MSE on the clean chunk by default, `prediction="sample"`; or on the noise / velocity) on the
 action chunks (normalised to [-1, 1] with `set_action_stats`) that start at every unmasked step of the
 windows; the bank is scanned over the window from an empty state, exactly as in a rollout. Not reproduced: classifier-
@@ -28,17 +31,16 @@ free guidance (the paper drops the cognitive token with p = 0.1 and samples with
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from embodied.memory.base import Memory
 from embodied.memory.pcmb import PCMB
+from embodied.memory.state import TensorState
 from embodied.policies.diffusion import DDIM, ActionDiT
 from embodied.policies.encoders import PAD, KeySpec, ObservationEncoder, WordTokenizer
 from embodied.policies.pretrained import PolicyConfig, PretrainedPolicy
@@ -119,18 +121,6 @@ def vector_encoder(spec: dict[str, KeySpec], dim: int) -> ObservationEncoder | N
 
 def text_key(spec: dict[str, KeySpec]) -> str | None:
     return next((k for k, s in spec.items() if s.kind == "text"), None)
-
-
-@contextlib.contextmanager
-def scratch_memory(mem: Memory, batch: int) -> Iterator[None]:
-    """Run a training window on an empty memory of `batch` rows and give the rollout state back after:
-    `loss` may be called between `act` calls (online fine-tuning) without clobbering the episode state."""
-    saved = mem.memory_state()
-    mem.resize(batch)
-    try:
-        yield
-    finally:
-        mem.load_state_dict(saved, strict=False)
 
 
 def keep_rows(n: int, idx: Sequence[int]) -> list[int]:
@@ -224,7 +214,7 @@ class MemoryVLAPolicy(PretrainedPolicy):
                                          config.max_text_tokens, config.backbone)
         hidden = self.backbone.hidden
         self.to_lm = nn.Linear(config.dim, hidden)
-        self.memory = PCMB(dim=config.dim, cog_dim=hidden, n_tokens=self.n_tokens, batch_size=1,
+        self.memory = PCMB(dim=config.dim, cog_dim=hidden, n_tokens=self.n_tokens,
                            capacity=config.capacity, heads=config.memory_heads,
                            retrieval_layers=config.retrieval_layers, consolidation=config.consolidation,
                            fusion=config.fusion)
@@ -235,10 +225,8 @@ class MemoryVLAPolicy(PretrainedPolicy):
         # are saved with the weights. The identity until `set_action_stats` is given the data's range.
         self.register_buffer("action_low", -torch.ones(config.action_dim))
         self.register_buffer("action_high", torch.ones(config.action_dim))
-        # Rollout state, one row per active environment (not parameters, not saved).
-        self.queue: Tensor | None = None  # [n, H, A] the current chunk
-        self.queue_pos: Tensor | None = None  # [n] next action in the chunk (H: empty)
-        self.steps: Tensor | None = None  # [n] episode step
+        # Episode seeds of the sampling noise, drawn in the order episodes start (not a weight).
+        self._episode_seeds = torch.Generator().manual_seed(config.sample_seed)
 
     # ------------------------------------------------------------------ action normalisation
     def set_action_stats(self, low: np.ndarray, high: np.ndarray) -> None:
@@ -270,94 +258,139 @@ class MemoryVLAPolicy(PretrainedPolicy):
         return {k: v.to(self.device()) for k, v in self.processor(obs, list(spec)).items()}
 
     def perceive(self, obs: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        """[M, ...] observations -> perceptual tokens [M, N, D] and cognitive token [M, Dc]."""
+        """[M, ...] raw observations -> perceptual tokens [M, N, D] and cognitive token [M, Dc]."""
         x = self._tensors(obs)
+        m, device = len(next(iter(x.values()))), self.device()
+        if self.text_key is not None:
+            ids, tmask = self.backbone.tokenize(list(obs[self.text_key]), device)
+        else:
+            ids = torch.zeros(m, 0, dtype=torch.long, device=device)
+            tmask = torch.zeros(m, 0, dtype=torch.bool, device=device)
+        return self.perceive_tensors(x, ids, tmask)
+
+    def perceive_tensors(self, x: dict[str, Tensor], ids: Tensor, tmask: Tensor) -> tuple[Tensor, Tensor]:
+        """Preprocessed [M, ...] tensors + instruction ids/mask [M, L] -> perceptual and cognitive tokens."""
         tokens = [self.vision[k](x[k]) for k in self.image_keys]
         if self.encoder is not None:
             tokens.append(self.encoder(x)[:, None])
         per = torch.cat(tokens, dim=1)
-        m = len(per)
-        if self.text_key is not None:
-            ids, tmask = self.backbone.tokenize(list(obs[self.text_key]), per.device)
-        else:
-            ids = torch.zeros(m, 0, dtype=torch.long, device=per.device)
-            tmask = torch.zeros(m, 0, dtype=torch.bool, device=per.device)
         cog = self.backbone(ids, tmask, self.to_lm(per))[:, -1]
         return per, cog
 
-    def chunk_noise(self, step: int) -> Tensor:
-        """The initial DDIM noise of a chunk sampled at episode step `step`: a pure function of
-        (sample_seed, step), so actions repeat exactly and do not depend on other rows."""
-        g = torch.Generator().manual_seed(self.config.sample_seed * 1_000_003 + step)
-        return torch.randn(self.config.chunk, self.config.action_dim, generator=g)
+    def chunk_noise(self, seeds: Tensor, steps: Tensor) -> Tensor:
+        """The initial DDIM noise [n, H, A] of chunks sampled by rows with episode seeds `seeds` [n] at
+        episode steps `steps` [n]: row i's noise is a pure function of (seeds[i], steps[i]), drawn on the
+        policy's device, so actions repeat exactly and never depend on the other rows."""
+        device = self.device()
+        out = torch.empty(len(seeds), self.config.chunk, self.config.action_dim, device=device)
+        for i, (seed, step) in enumerate(zip(seeds.tolist(), steps.tolist())):
+            g = torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) % (2**63))
+            out[i] = torch.randn(self.config.chunk, self.config.action_dim, generator=g, device=device)
+        return out
 
     # ------------------------------------------------------------------ Policy protocol
-    def reset(self, mask: np.ndarray) -> None:
-        mask_t = torch.as_tensor(np.asarray(mask, dtype=bool), device=self.device())
-        n = len(mask_t)
-        if self.queue is None or len(self.queue) != n:
-            self.queue = torch.zeros(n, self.config.chunk, self.config.action_dim, device=self.device())
-            self.queue_pos = torch.full((n,), self.config.chunk, dtype=torch.long, device=self.device())
-            self.steps = torch.zeros(n, dtype=torch.long, device=self.device())
-            self.memory.resize(n)
-            return
-        assert self.queue_pos is not None and self.steps is not None
-        self.queue_pos[mask_t] = self.config.chunk
-        self.steps[mask_t] = 0
-        self.queue[mask_t] = 0
-        self.memory.reset(mask_t)
+    def initial_state(self, batch_size: int) -> TensorState:
+        device, c = self.device(), self.config
+        state = TensorState(batch_size)
+        state.add("queue", torch.empty(batch_size, c.chunk, c.action_dim, device=device))  # the current chunk
+        state.add("queue_pos", torch.empty(batch_size, dtype=torch.long, device=device), c.chunk)  # H: empty
+        state.add("steps", torch.empty(batch_size, dtype=torch.long, device=device))  # episode step
+        state.add("noise_seed", torch.empty(batch_size, dtype=torch.long, device=device))
+        state.add_child("memory", self.memory.initial_state(batch_size, device))
+        self._new_episode_seeds(state, torch.ones(batch_size, dtype=torch.bool))
+        return state
 
-    def on_envs_pause(self, idx: Sequence[int]) -> None:
-        if self.queue is None:
-            return
-        assert self.queue_pos is not None and self.steps is not None
-        keep = torch.tensor(keep_rows(len(self.queue), idx), dtype=torch.long, device=self.device())
-        self.queue, self.queue_pos, self.steps = self.queue[keep], self.queue_pos[keep], self.steps[keep]
-        self.memory.prune(keep)
+    def _new_episode_seeds(self, state: TensorState, mask: Tensor) -> None:
+        rows = mask.nonzero().flatten()
+        if rows.numel():
+            seeds = torch.randint(0, 2**62, (rows.numel(),), generator=self._episode_seeds)
+            seed = state.noise_seed.clone()
+            seed[rows.to(seed.device)] = seeds.to(seed.device)
+            state.noise_seed = seed
+
+    def reset(self, mask: np.ndarray) -> None:
+        existing = self.rollout_state
+        super().reset(mask)
+        if existing is not None and existing is self.rollout_state:
+            self._new_episode_seeds(self.rollout_state, torch.as_tensor(np.asarray(mask, dtype=bool)))
 
     @torch.no_grad()
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         per, cog = self.perceive(obs)
         n = len(per)
-        if self.queue is None or len(self.queue) != n or self.memory.batch_size != n:
-            raise RuntimeError("call reset(mask) with one entry per environment before act()")
-        assert self.queue_pos is not None and self.steps is not None
-        fused_p, fused_c = self.memory.step(per, cog).output  # every step: no chunk-strided writes
-        need = (self.queue_pos >= self.config.chunk).nonzero().flatten()
+        state = self._checked_state(n)
+        assert state is not None
+        fused_p, fused_c = self.memory.step(per, cog, state.memory).output  # every step: no chunk-strided writes
+        need = (state.queue_pos >= self.config.chunk).nonzero().flatten()
         if need.numel():
-            noise = torch.stack([self.chunk_noise(int(self.steps[i])) for i in need]).to(per.device)
+            noise = self.chunk_noise(state.noise_seed[need], state.steps[need])
             fp, fc = fused_p[need], fused_c[need]
             chunk = self.ddim.sample(lambda x, k: self.dit(x, k, fc, fp), noise)
-            self.queue[need] = self.unnormalize_actions(chunk)
-            self.queue_pos[need] = 0
-        action = self.queue[torch.arange(n, device=per.device), self.queue_pos]
-        self.queue_pos += 1
-        self.steps += 1
+            queue, pos = state.queue.clone(), state.queue_pos.clone()
+            queue[need] = self.unnormalize_actions(chunk)
+            pos[need] = 0
+            state.queue, state.queue_pos = queue, pos
+        action = state.queue[torch.arange(n, device=per.device), state.queue_pos]
+        state.queue_pos = state.queue_pos + 1
+        state.steps = state.steps + 1
         return action.clamp(-1, 1).cpu().numpy()
 
     # ------------------------------------------------------------------ training
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """Diffusion loss on a tensor batch (`PretrainedPolicy`'s layout; the instruction as the
+        processor's word ids, which are the tiny backbone's own ids)."""
+        obs, device = batch["obs"], self.device()
+        first = next(iter(obs[k] for k in self.config.obs_spec))
+        b, t = first.shape[:2]
+        x = {k: obs[k].to(device).flatten(0, 1) for k in self.config.obs_spec if self.config.obs_spec[k].kind != "text"}
+        if self.text_key is not None:
+            if self.backbone.hf_tokenizer is not None:
+                raise ValueError("memory_vla with a Hugging Face backbone tokenises raw instructions: train it "
+                                 "through loss(windows), not forward(batch)")
+            ids = obs[self.text_key].to(device).flatten(0, 1)[:, : self.backbone.max_text_tokens]
+            tmask = ids != PAD
+        else:
+            ids = torch.zeros(b * t, 0, dtype=torch.long, device=device)
+            tmask = torch.zeros(b * t, 0, dtype=torch.bool, device=device)
+        per, cog = self.perceive_tensors(x, ids, tmask)
+        loss = self.diffusion_loss(per.view(b, t, *per.shape[1:]), cog.view(b, t, -1), batch["action"],
+                                   batch["loss_mask"], batch["episode_start"])
+        return {"loss": loss}
+
     def loss(self, batch: dict[str, Any]) -> Tensor:
-        """Diffusion loss over every unmasked step of windows that start at an episode's first step.
-        The action chunk at step t is actions[t : t+H]; positions past the episode end are masked
-        (LeRobot's `action_is_pad`)."""
+        """The diffusion loss on raw numpy windows (each starting an episode; raw instructions, so any
+        backbone's tokenizer applies)."""
         obs = batch["obs"]
         first = next(iter(obs.values()))
         b, t = np.shape(first)[:2]
         flat = {k: np.asarray(v).reshape(b * t, *np.shape(v)[2:]) for k, v in obs.items()
                 if k in self.config.obs_spec}
         per, cog = self.perceive(flat)
-        per, cog = per.view(b, t, *per.shape[1:]), cog.view(b, t, -1)
-        with scratch_memory(self.memory, b):
-            fused_p, fused_c = self.memory.sequence(per, cog).output
+        start = torch.zeros(b, t, dtype=torch.bool)
+        start[:, 0] = True
+        return self.diffusion_loss(per.view(b, t, *per.shape[1:]), cog.view(b, t, -1),
+                                   torch.as_tensor(np.asarray(batch["actions"])),
+                                   torch.as_tensor(np.asarray(batch["mask"], dtype=bool)), start)
+
+    def diffusion_loss(self, per: Tensor, cog: Tensor, actions: Tensor, mask: Tensor, episode_start: Tensor
+                       ) -> Tensor:
+        """Diffusion loss over every unmasked step of [B, T] windows. The bank is scanned over the window
+        from an empty state, cleared where `episode_start` is set; the action chunk at step t is
+        actions[t : t+H], masked past the episode's end (LeRobot's `action_is_pad`)."""
+        b, t = per.shape[:2]
         device = per.device
-        actions = torch.as_tensor(np.asarray(batch["actions"]), dtype=torch.float32, device=device)
-        mask = torch.as_tensor(np.asarray(batch["mask"]), dtype=torch.bool, device=device)
+        start = episode_start.to(device)
+        fused_p, fused_c = self.memory.sequence(per, cog, self.memory.initial_state(b, device), reset=start).output
+        actions = actions.to(device=device, dtype=torch.float32)
+        mask = mask.to(device=device, dtype=torch.bool)
         h = self.config.chunk
         idx = torch.arange(t, device=device)[:, None] + torch.arange(h, device=device)[None]  # [T, H]
         inside = idx < t
         idx = idx.clamp(max=t - 1)
+        episode = start.long().cumsum(1)  # [B, T]: which episode of the window each step belongs to
+        same = episode[:, idx] == episode[:, :, None]  # [B, T, H]
         chunks = self.normalize_actions(actions)[:, idx]  # [B, T, H, A] in [-1, 1]
-        chunk_mask = mask[:, idx] & inside & mask[:, :, None]  # [B, T, H]
+        chunk_mask = mask[:, idx] & inside & same & mask[:, :, None]  # [B, T, H]
         sel = mask.flatten()
         x0 = chunks.flatten(0, 1)[sel]
         cm = chunk_mask.flatten(0, 1)[sel].float()
