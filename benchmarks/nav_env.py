@@ -11,9 +11,9 @@ import argparse
 import time
 
 import numpy as np
+from embodied.envs.backend import Action
 
 import embodied
-from embodied.envs.backend import Action
 
 MOVES = [Action.MOVE_FORWARD, Action.TURN_LEFT, Action.TURN_RIGHT]
 

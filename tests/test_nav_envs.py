@@ -10,8 +10,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import embodied
-from embodied.envs.backend import Action
 from embodied.envs.nav.episodes import load_episodes, save_episodes
+from embodied.envs.sim.types import Action
 from embodied.evaluate import rollout, summarize
 
 TASKS = ["pointnav", "objectnav", "vln", "objectrecall"]

@@ -9,9 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from embodied.envs.backend import Action, AgentConfig, AgentPose
-from embodied.envs.navgrid import GreedyFollower, NavGrid, box_distance
 from embodied.envs.scenes import generate_scene, split_scene_seeds
+from embodied.envs.sim.follower import GreedyFollower
+from embodied.envs.sim.navgrid import NavGrid, box_distance
+from embodied.envs.sim.types import Action, AgentConfig, AgentPose
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from embodied.envs.backend import AgentConfig, SensorConfig
-from embodied.envs.navgrid import NavGrid
 from embodied.envs.scenes import (
     CATEGORIES,
     COLOURS,
     SPLIT_SEEDS,
     Scene,
-    export_glb,
     generate_scene,
     split_scene_seeds,
-    to_mjspec,
 )
 from embodied.envs.scenes.generator import _door_keepout
+from embodied.envs.sim.habitat_scene import export_glb
+from embodied.envs.sim.mujoco_scene import to_mjspec
+from embodied.envs.sim.navgrid import NavGrid
+from embodied.envs.sim.types import AgentConfig, SensorConfig
 
 SEEDS = [0, 1, 7, 42, 100_003, 100_017, 200_001, 9_999]
 

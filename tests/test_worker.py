@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embodied.envs.backend import AgentConfig, SensorConfig
 from embodied.envs.scenes import generate_scene
-from embodied.envs.worker import RemoteBackend, RemoteBackendError
+from embodied.envs.sim.remote import RemoteBackend, RemoteBackendError
+from embodied.envs.sim.types import AgentConfig, SensorConfig
 
 ENVS = Path(__file__).parents[1] / "embodied" / "envs"
-WORKER_SIDE = [ENVS / "worker_main.py", ENVS / "backend.py", ENVS / "scenes" / "types.py"]
+WORKER_SIDE = [ENVS / "worker.py", *sorted((ENVS / "sim").glob("*.py"))]
 
 
 @pytest.mark.parametrize("path", WORKER_SIDE, ids=lambda p: p.name)
@@ -25,16 +25,18 @@ def test_worker_side_is_python39_syntax(path: Path) -> None:
 
 def test_worker_side_imports_nothing_but_numpy() -> None:
     """With torch, gymnasium, scipy, trimesh and mujoco unimportable, the worker still loads
-    its protocol, the backend contract and the scene description (what habitat's needs)."""
+    its protocol, the plain types, the scene description and the habitat backend module,
+    as Python loads a script's neighbours (no package of `embodied` is run)."""
     code = f"""
 import sys
 for name in ("torch", "gymnasium", "scipy", "skfmm", "trimesh", "mujoco", "transformers", "open3d"):
     sys.modules[name] = None
 sys.path.insert(0, {str(ENVS)!r})
-import worker_main
-worker_main._install_package_stubs()
-from embodied.envs.backend import AgentConfig, SensorConfig
-from embodied.envs.scenes.types import Scene
+import worker
+from sim.types import AgentConfig, SensorConfig
+from sim.scene import Scene
+import sim.habitat_backend, sim.backend
+assert not any(m == "embodied" or m.startswith("embodied.") for m in sys.modules), "ran the embodied package"
 print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
