@@ -194,7 +194,7 @@ class RemoteBackend:
         """The goal set to send, or None for "the same as last time" (ObjectNav's set of view
         points is asked about every step: sending it once per episode keeps steps cheap)."""
         g = as_goals(goals)
-        key = g.tobytes() + bytes(g.shape)
+        key = g.tobytes()  # (K, 3) float64: the bytes fix the shape too
         if key == self._sent_goals:
             return None
         self._sent_goals = key
