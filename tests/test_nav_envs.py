@@ -163,3 +163,19 @@ def test_out_of_process_backend_gives_the_same_observations() -> None:
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_expert_runs_out_of_process(task: str) -> None:
+    """`expert=True` (and ObjectRecall's tour) need only the backend protocol: through the
+    out-of-process worker the expert gives exactly the in-process episodes and succeeds."""
+    def run(backend) -> list[dict]:
+        venv = embodied.envs.make_vec(task, num_envs=1, expert=True, backend=backend, **SMALL)
+        records = rollout(venv, embodied.policies.make("expert"), n_episodes=3, seed=7)
+        venv.close()
+        return [r.as_row() for r in records]
+
+    local = run("mujoco")
+    remote = run({"name": "mujoco", "python": sys.executable})
+    assert remote == local
+    assert all(row["success"] == 1.0 for row in remote), remote
