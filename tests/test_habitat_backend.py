@@ -39,7 +39,7 @@ def make_backend(habitat_backend):
 def test_objects_keep_their_world_placement(habitat) -> None:
     """Meshes are written in world coordinates and added at the identity pose: each object's
     box must come out where the scene puts it, not recentred on the origin."""
-    module, sim_module = habitat
+    module, _ = habitat
     backend = make_backend(module)
     scene = generate_scene(3)
     backend.load_scene(scene)

@@ -130,6 +130,9 @@ class Server:
     def next_action(self, goals, stop_radius):
         return int(self.backend.next_action(self._goals(goals), float(stop_radius)))
 
+    def walk_to(self, goals, stop_radius, max_steps):
+        return [int(a) for a in self.backend.walk_to(self._goals(goals), float(stop_radius), int(max_steps))]
+
     def sample_navigable_point(self, rng_state):
         import numpy as np
 

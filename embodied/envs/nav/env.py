@@ -35,6 +35,7 @@ from embodied.envs.sim.types import Action, AgentConfig, SensorConfig
 SPLITS = tuple(SPLIT_SEEDS)
 PHASE_TOUR, PHASE_TASK = 0, 1
 MAX_SCENE_EXTENT = 100.0  # metres: bounds the goal and GPS observations (houses are under 25 m)
+TRIES_PER_HOUSE = 5  # episode draws in a house before the sampler moves to another
 HOUSE_STREAM = 0x5CE7E  # keeps the house draw independent of the episode draw of the same seed
 
 
@@ -99,6 +100,7 @@ class NavEnv(gym.Env):
         self.episode: NavEpisode | None = None
         self.scene: Scene | None = None  # None on a real scan (no plain description)
         self._scene_id: str | None = None
+        self.house: dict[Any, Any] = {}  # what a task derives from the current scene, kept until it changes
 
     # ----------------------------------------------------------------- spaces
     def _observation_spaces(self) -> dict[str, spaces.Space]:
@@ -140,6 +142,7 @@ class NavEnv(gym.Env):
         self.backend.load_scene(loaded)
         self.scene = loaded if isinstance(loaded, Scene) else None
         self._scene_id = scene_id
+        self.house = {}
 
     def _new_episode(self, seed: int) -> NavEpisode:
         if self.dataset is not None:
@@ -156,13 +159,14 @@ class NavEnv(gym.Env):
             if self.scene is None:
                 raise ValueError(f"scene '{self._scene_id}' is a scan: {type(self).__name__} samples episodes in "
                                  "procedural scenes only; replay an episode file with episodes=<file> instead")
-            try:
-                episode = self.sample_episode(rng, self.scene)
-            except NoEpisode:
-                continue
-            episode.scene_id = self._scene_id
-            episode.episode_id = f"{self.split}-{seed}"
-            return episode
+            for _ in range(TRIES_PER_HOUSE):  # a bad draw (a start in a doorway) is no reason to leave
+                try:
+                    episode = self.sample_episode(rng, self.scene)
+                except NoEpisode:
+                    continue
+                episode.scene_id = self._scene_id
+                episode.episode_id = f"{self.split}-{seed}"
+                return episode
         raise RuntimeError(f"could not sample a {type(self).__name__} episode for seed {seed}")
 
     # ----------------------------------------------------------------- gym API
@@ -230,6 +234,7 @@ class NavEnv(gym.Env):
             self._backend.close()
             self._backend = None
             self._scene_id = None
+            self.house = {}
 
     # ----------------------------------------------------------------- observations, metrics
     def distance_to_goal(self, position: np.ndarray) -> float:

@@ -44,10 +44,15 @@ class ObjectNavEnv(NavEnv):
         }
 
     def goal_points(self, obj) -> np.ndarray:
-        clearance = self.agent_cfg.radius + 0.1
-        if self.success_rule == "view_points":
-            return view_point_band(self.backend, obj, clearance, VIEW_BAND)
-        return np.asarray(object_viewpoints(self.backend, obj, clearance)).reshape(-1, 3)
+        """An instance's view points (computed once per house)."""
+        key = ("goals", obj.id)
+        if key not in self.house:
+            clearance = self.agent_cfg.radius + 0.1
+            if self.success_rule == "view_points":
+                self.house[key] = view_point_band(self.backend, obj, clearance, VIEW_BAND)
+            else:
+                self.house[key] = np.asarray(object_viewpoints(self.backend, obj, clearance)).reshape(-1, 3)
+        return self.house[key]
 
     def sample_episode(self, rng: np.random.Generator, scene: Scene) -> NavEpisode:
         categories = sorted({o.category for o in scene.objects})

@@ -31,7 +31,6 @@ class ObjectRecallEnv(NavEnv):
             raise ValueError(f"tour_objects must be in 2..8, got {tour_objects}")
         self.tour_objects = tour_objects
         self.max_tour_steps = max_tour_steps
-        self._views: tuple[str | None, list] = (None, [])
         super().__init__(**kwargs)
 
     def task_spaces(self) -> dict[str, spaces.Space]:
@@ -43,12 +42,12 @@ class ObjectRecallEnv(NavEnv):
 
     def viewable_objects(self, scene: Scene) -> list[tuple[Any, np.ndarray]]:
         """(object, view points) of every object one can stand next to; computed once a house."""
-        if self._views[0] != self._scene_id:
+        if "viewable" not in self.house:
             clearance = self.agent_cfg.radius + 0.1
             views = [(o, np.asarray(object_viewpoints(self.backend, o, clearance)).reshape(-1, 3))
                      for o in scene.objects]
-            self._views = (self._scene_id, [(o, v) for o, v in views if len(v)])
-        return self._views[1]
+            self.house["viewable"] = [(o, v) for o, v in views if len(v)]
+        return self.house["viewable"]
 
     def sample_episode(self, rng: np.random.Generator, scene: Scene) -> NavEpisode:
         viewable = self.viewable_objects(scene)

@@ -47,15 +47,9 @@ def script_tour(backend: NavBackend, rng: np.random.Generator, start: np.ndarray
 
 
 def walk_to(backend: NavBackend, goals: np.ndarray, max_steps: int) -> list[int]:
-    """Follow the oracle to the nearest of `goals`; the actions taken."""
-    actions: list[int] = []
-    for _ in range(max(0, max_steps) + 1):
-        a = backend.next_action(goals, WAYPOINT_RADIUS)
-        if a == Action.STOP:
-            break
-        backend.apply_action(a)
-        actions.append(int(a))
-    return actions
+    """Follow the oracle to the nearest of `goals` (one backend call); the actions taken.
+    One step more than allowed is taken, so that a walk too long for the tour shows."""
+    return backend.walk_to(goals, WAYPOINT_RADIUS, max_steps + 1)
 
 
 def face(backend: NavBackend, obj: SceneObject) -> list[int]:
@@ -76,15 +70,15 @@ def face(backend: NavBackend, obj: SceneObject) -> list[int]:
 
 def tour_end(backend: NavBackend, rng: np.random.Generator, views: np.ndarray, far: float,
              candidates: int = 40) -> np.ndarray:
-    """A navigable point at least `far` (geodesic) from every view point, as close to the
-    agent as such a point can be found. Geodesics are symmetric, so each question is one
-    distance field: the view points' for the filter, the agent's for the choice."""
+    """A navigable point at least `far` (geodesic) from every view point, the nearest such
+    candidate to the agent in a straight line. Geodesics are symmetric, so the filter is
+    one distance field (the view points'), whatever the number of candidates."""
     here = backend.get_agent_pose().position
     points = [backend.sample_navigable_point(rng) for _ in range(candidates)]
     points = [p for p in points if backend.geodesic_distance(p, views) >= far]
     if not points:
         raise NoEpisode("no tour end far from the shown objects")
-    return min(points, key=lambda p: backend.geodesic_distance(p, here))
+    return min(points, key=lambda p: float(np.linalg.norm(p[:2] - here[:2])))
 
 
 def make_question(rng: np.random.Generator, objects: list[SceneObject],

@@ -47,16 +47,13 @@ class VLNEnv(NavEnv):
         if start_room is None or not candidates:
             raise NoEpisode("start in a doorway or a one-room house")
         target = candidates[int(rng.integers(len(candidates)))]
-        views = object_viewpoints(self.backend, target, self.agent_cfg.radius + 0.1)
-        if not views:
+        goal = self.goal_of(scene, target)
+        if goal is None:
             raise NoEpisode("goal object has no view point")
-        path = self.backend.shortest_path(start, np.asarray(views))
-        if len(path) < 2:
-            raise NoEpisode("goal unreachable")
-        goal = path[-1]
         d = self.backend.geodesic_distance(start, goal)
         if not (self.success_distance + 1.0 <= d < math.inf):
             raise NoEpisode("goal too close or unreachable")
+        path = self.backend.shortest_path(start, goal)
         rooms, landmarks = self._rooms_and_landmarks(scene, path, exclude=target.id)
         yaw = random_yaw(rng)
         ahead = path[min(3, len(path) - 1)][:2] - start[:2]
@@ -67,6 +64,17 @@ class VLNEnv(NavEnv):
                           instruction=text, reference_path=[as_list(p) for p in path],
                           gt_locations=[as_list(p) for p in dense], gt_forward_steps=len(dense) - 1,
                           target_object_ids=[target.id])
+
+    def goal_of(self, scene: Scene, target) -> np.ndarray | None:
+        """The view point of `target` nearest its room's centre: one goal per object (kept for
+        the house), so its distance field serves every episode in the house that ends there."""
+        key = ("goal", target.id)
+        if key not in self.house:
+            views = object_viewpoints(self.backend, target, self.agent_cfg.radius + 0.1)
+            x0, y0, x1, y1 = scene.room_by_id(target.room).bounds
+            centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+            self.house[key] = min(views, key=lambda v: float(np.hypot(*(v[:2] - centre)))) if views else None
+        return self.house[key]
 
     def _rooms_and_landmarks(self, scene: Scene, path: np.ndarray, exclude: int) -> tuple[list[str], list]:
         dense = resample_path(path, 0.25)  # the corners alone would skip the rooms in between

@@ -58,9 +58,10 @@ class ProceduralScenes:
 
     def __init__(self, split: str = "val_unseen", num_scenes: int | None = None) -> None:
         self.seeds = split_scene_seeds(split, num_scenes)
+        self._ids = [procedural_id(s) for s in self.seeds]
 
     def scene_ids(self) -> list[str]:
-        return [procedural_id(s) for s in self.seeds]
+        return self._ids
 
     def load(self, scene_id: str) -> Scene | str:
         if not scene_id.startswith(PROCEDURAL):

@@ -51,12 +51,28 @@ class NavBackend(Protocol):
         """The oracle's next action from the agent's pose towards the nearest goal: STOP once
         within `stop_radius` (geodesic) or when no action makes progress."""
 
+    def walk_to(self, goals: np.ndarray, stop_radius: float, max_steps: int) -> list[int]:
+        """Apply the oracle's actions until it says STOP (or `max_steps`); the actions applied.
+        One call for a whole walk: scripted tours cost one round trip out of process."""
+
     def sample_navigable_point(self, rng: np.random.Generator) -> np.ndarray: ...
 
     def is_navigable(self, points: np.ndarray) -> bool | np.ndarray:
         """Whether the agent may stand at a point (3,) -> bool, or at each of (K, 3) -> (K,) bools."""
 
     def close(self) -> None: ...
+
+
+def walk_with_oracle(backend: NavBackend, goals: np.ndarray, stop_radius: float, max_steps: int) -> list[int]:
+    """`walk_to` from `next_action` and `apply_action`: what the in-process backends run."""
+    actions: list[int] = []
+    for _ in range(max(0, max_steps)):
+        a = int(backend.next_action(goals, stop_radius))
+        if a == 0:  # STOP
+            break
+        backend.apply_action(a)
+        actions.append(a)
+    return actions
 
 
 def as_goals(goals: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ import tempfile
 
 import numpy as np
 
-from .backend import as_goals
+from .backend import as_goals, walk_with_oracle
 from .types import Action, AgentConfig, AgentPose, Frames, SensorConfig, StepOutcome
 
 ACTION_NAMES = {Action.MOVE_FORWARD: "move_forward", Action.TURN_LEFT: "turn_left", Action.TURN_RIGHT: "turn_right"}
@@ -305,6 +305,9 @@ class HabitatBackend:
         except habitat_sim.errors.GreedyFollowerError:  # no action makes progress
             return int(Action.STOP)
         return int(ACTION_OF_NAME.get(key, Action.STOP))
+
+    def walk_to(self, goals: np.ndarray, stop_radius: float, max_steps: int) -> list[int]:
+        return walk_with_oracle(self, goals, stop_radius, max_steps)
 
     def sample_navigable_point(self, rng: np.random.Generator) -> np.ndarray:
         # habitat's sampler has its own seed; seeding it from our generator keeps episodes

@@ -145,6 +145,11 @@ class MujocoBackend:
         self._require_scene()
         return int(self.follower.next_action(self.get_agent_pose(), goals, stop_radius))
 
+    def walk_to(self, goals: np.ndarray, stop_radius: float, max_steps: int) -> list[int]:
+        """Pure pursuit of the shortest path, handing over to the oracle where it stalls."""
+        self._require_scene()
+        return self.follower.walk(self, goals, stop_radius, max_steps)
+
     def sample_navigable_point(self, rng: np.random.Generator) -> np.ndarray:
         return self._require_scene().sample_navigable_point(rng)
 

@@ -211,6 +211,10 @@ class RemoteBackend:
     def next_action(self, goals: np.ndarray, stop_radius: float) -> int:
         return int(self._call("next_action", goals=self._goals(goals), stop_radius=float(stop_radius)))
 
+    def walk_to(self, goals: np.ndarray, stop_radius: float, max_steps: int) -> list[int]:
+        return [int(a) for a in self._call("walk_to", goals=self._goals(goals), stop_radius=float(stop_radius),
+                                           max_steps=int(max_steps))]
+
     def sample_navigable_point(self, rng: np.random.Generator) -> np.ndarray:
         r = self._call("sample_navigable_point", rng_state=rng.bit_generator.state)
         rng.bit_generator.state = r["rng_state"]
