@@ -64,3 +64,59 @@ def test_dead_worker_is_reported() -> None:
     with pytest.raises(RemoteBackendError, match="exited"):
         backend.load_scene(generate_scene(3))
     backend.close()
+
+
+def _script(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "python"
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.fixture
+def shm_names(monkeypatch) -> list[str]:
+    """Names of the shared memory blocks the client creates during the test."""
+    from multiprocessing import shared_memory
+
+    names: list[str] = []
+    original = shared_memory.SharedMemory
+
+    class Recording(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if kwargs.get("create"):
+                names.append(self.name)
+
+    monkeypatch.setattr(shared_memory, "SharedMemory", Recording)
+    return names
+
+
+def _released(names: list[str]) -> bool:
+    return bool(names) and not any(Path("/dev/shm", n.lstrip("/")).exists() for n in names)
+
+
+def test_hung_worker_times_out_and_is_killed(tmp_path, shm_names) -> None:
+    backend = RemoteBackend("mujoco", AgentConfig(), SensorConfig(width=16, height=16),
+                            python=_script(tmp_path, "exec sleep 60"), timeout=0.5)
+    with pytest.raises(RemoteBackendError, match=r"did not answer 'init' within 0.5 s"):
+        backend.load_scene(generate_scene(3))
+    assert backend._proc is None and _released(shm_names)
+
+
+def test_dead_worker_reports_exit_code_and_stderr(tmp_path, shm_names) -> None:
+    python = _script(tmp_path, "echo 'simulator exploded: no EGL device' >&2; exit 3")
+    backend = RemoteBackend("mujoco", AgentConfig(), SensorConfig(width=16, height=16), python=python)
+    with pytest.raises(RemoteBackendError, match=r"(?s)exited with code 3.*simulator exploded: no EGL device"):
+        backend.load_scene(generate_scene(3))
+    assert _released(shm_names)
+
+
+def test_close_releases_shared_memory_after_the_worker_died(shm_names) -> None:
+    backend = RemoteBackend("mujoco", AgentConfig(), SensorConfig(width=16, height=16))
+    backend.load_scene(generate_scene(3))
+    backend._proc.kill()
+    backend._proc.wait()
+    with pytest.raises(RemoteBackendError, match="exited with code -9"):
+        backend.get_agent_pose()
+    backend.close()
+    assert _released(shm_names)
