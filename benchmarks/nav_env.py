@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 import embodied
+from embodied.envs.scenes.sources import procedural_scene
 from embodied.envs.sim.types import Action
 
 MOVES = [Action.MOVE_FORWARD, Action.TURN_LEFT, Action.TURN_RIGHT]
@@ -58,6 +59,7 @@ def reset_times(args: argparse.Namespace, task: str) -> dict[str, tuple[float, f
     0..episodes-1 hold `episodes_per_scene` (10) episodes per house."""
     env = make(args, task, expert=True)
     env.reset(seed=10**6)  # warm up: GL context, first house
+    procedural_scene.cache_clear()  # a new house is generated too, as in an evaluation
     same, new = [], []
     clock = Clock()
     for seed in range(args.episodes):
