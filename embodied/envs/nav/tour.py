@@ -78,7 +78,7 @@ def tour_end(backend: NavBackend, rng: np.random.Generator, views: np.ndarray, f
     points = [p for p in points if backend.geodesic_distance(p, views) >= far]
     if not points:
         raise NoEpisode("no tour end far from the shown objects")
-    return min(points, key=lambda p: float(np.linalg.norm(p[:2] - here[:2])))
+    return min(points, key=lambda p: backend.geodesic_distance(p, here))
 
 
 def make_question(rng: np.random.Generator, objects: list[SceneObject],
