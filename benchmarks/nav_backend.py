@@ -14,9 +14,9 @@ import time
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
-
 from embodied.envs.backend import Action, SensorConfig
 from embodied.envs.mujoco_backend import MujocoBackend
+
 from embodied.envs.scenes import generate_scene
 
 

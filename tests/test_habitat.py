@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import embodied
-from embodied.envs.backend import Action
+from embodied.envs.sim.types import Action
 
 HABITAT_PYTHON = os.environ.get("EMBODIED_HABITAT_PYTHON", sys.executable)
 

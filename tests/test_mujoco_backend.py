@@ -10,10 +10,11 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np
 import pytest
 
-from embodied.envs.backend import Action, AgentConfig, NavBackend, SensorConfig
-from embodied.envs.mujoco_backend import MujocoBackend
-from embodied.envs.navgrid import GreedyFollower, box_distance
 from embodied.envs.scenes import Box, Room, Scene, generate_scene
+from embodied.envs.sim.backend import NavBackend
+from embodied.envs.sim.mujoco_backend import MujocoBackend
+from embodied.envs.sim.navgrid import box_distance
+from embodied.envs.sim.types import Action, AgentConfig, SensorConfig
 
 
 def empty_room(size: float = 6.0) -> Scene:
@@ -115,7 +116,7 @@ def test_semantic_ids_match_scene(backend, scene):
 
 
 def check_clear(scene: Scene, positions: np.ndarray, radius: float) -> None:
-    from embodied.envs.navgrid import obstacle_boxes
+    from embodied.envs.sim.navgrid import obstacle_boxes
 
     d = box_distance(positions, obstacle_boxes(scene))
     assert d.min() >= radius - 1e-6, f"agent overlaps geometry by {radius - d.min():.4f} m"
@@ -157,14 +158,13 @@ def test_turns_and_stop(backend):
 
 
 def test_expert_in_the_loop(backend):
-    """The follower drives the real backend to goals, rendering along the way."""
+    """The backend's oracle drives the real backend to goals, rendering along the way."""
     rng = np.random.default_rng(2)
-    follower = GreedyFollower(backend)
     for _ in range(3):
         start, goal = backend.sample_navigable_point(rng), backend.sample_navigable_point(rng)
         backend.set_agent_pose(start, 0.0)
         for step in range(600):
-            a = follower.next_action(backend.get_agent_pose(), goal, 0.2)
+            a = backend.next_action(goal, 0.2)
             if a == Action.STOP:
                 break
             backend.apply_action(a)

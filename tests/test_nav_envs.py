@@ -10,8 +10,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import embodied
-from embodied.envs.backend import Action
 from embodied.envs.nav.episodes import load_episodes, save_episodes
+from embodied.envs.sim.types import Action
 from embodied.evaluate import rollout, summarize
 
 TASKS = ["pointnav", "objectnav", "vln", "objectrecall"]
@@ -163,3 +163,72 @@ def test_out_of_process_backend_gives_the_same_observations() -> None:
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_expert_runs_out_of_process(task: str) -> None:
+    """`expert=True` (and ObjectRecall's tour) need only the backend protocol: through the
+    out-of-process worker the expert gives exactly the in-process episodes and succeeds."""
+    def run(backend) -> list[dict]:
+        venv = embodied.envs.make_vec(task, num_envs=1, expert=True, backend=backend, **SMALL)
+        records = rollout(venv, embodied.policies.make("expert"), n_episodes=3, seed=7)
+        venv.close()
+        return [r.as_row() for r in records]
+
+    local = run("mujoco")
+    remote = run({"name": "mujoco", "python": sys.executable})
+    assert remote == local
+    assert all(row["success"] == 1.0 for row in remote), remote
+
+
+def test_episodes_share_a_house_and_reuse_what_it_built() -> None:
+    env = embodied.envs.make("pointnav", episodes_per_scene=4, **SMALL)
+    env.reset(seed=0)
+    backend, model, grid = env.unwrapped.backend, env.unwrapped.backend.model, env.unwrapped.backend.navgrid
+    scenes = []
+    for seed in range(4):
+        env.reset(seed=seed)
+        scenes.append(env.unwrapped.episode.scene_id)
+        assert env.unwrapped.backend.model is model and env.unwrapped.backend.navgrid is grid
+    assert len(set(scenes)) == 1
+    env.reset(seed=4)  # the next group of seeds draws its own house, in the same backend
+    assert env.unwrapped.episode.scene_id != scenes[0] and env.unwrapped.backend is backend
+    with pytest.raises(ValueError, match="episodes_per_scene must be >= 1"):
+        embodied.envs.make("pointnav", episodes_per_scene=0)
+
+
+def test_unreachable_goal_gives_finite_metrics(tmp_path) -> None:
+    """A goal off the navigable floor: distances fall back to straight lines, the episode
+    reports `unreachable`, and the metrics are plain JSON (no Infinity)."""
+    import json
+
+    env = embodied.envs.make("pointnav", **SMALL)
+    env.reset(seed=0)
+    episode = env.unwrapped.episode
+    episode.goals = [[-40.0, -40.0, 0.0]]
+    path = save_episodes([episode], tmp_path, "val_unseen")
+    replay = embodied.envs.make("pointnav", episodes=str(path), **SMALL)
+    replay.reset(seed=0)
+    _, _, _, _, info = replay.step(Action.MOVE_FORWARD)
+    metrics = info["metrics"]
+    assert metrics["unreachable"] == 1.0 and np.isfinite(metrics["distance_to_goal"])
+    assert metrics["distance_to_goal"] > 40.0
+    json.dumps(metrics, allow_nan=False)
+
+
+def test_objectnav_success_rules() -> None:
+    env = embodied.envs.make("objectnav", **SMALL)
+    env.reset(seed=1)
+    ep, scene, clearance = env.unwrapped.episode, env.unwrapped.scene, env.unwrapped.agent_cfg.radius + 0.1
+    assert ep.success_distance == 0.1
+    from embodied.envs.nav.geometry import footprint_distance
+
+    instances = [scene.object_by_id(i) for i in ep.target_object_ids]
+    gaps = np.min([footprint_distance(o, np.asarray(ep.goals)) for o in instances], axis=0)
+    assert gaps.min() >= clearance - 1e-9 and gaps.max() <= clearance + 1.0 + 1e-9  # a band of view points
+    assert len(ep.goals) > 16 * len(instances)  # dense, not a ring
+    loose = embodied.envs.make("objectnav", success_rule="near_object", **SMALL)
+    loose.reset(seed=1)
+    assert loose.unwrapped.episode.success_distance == 1.0
+    with pytest.raises(ValueError, match=r"success_rule must be one of \['view_points', 'near_object'\]"):
+        embodied.envs.make("objectnav", success_rule="touch")

@@ -9,9 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from embodied.envs.backend import Action, AgentConfig, AgentPose
-from embodied.envs.navgrid import GreedyFollower, NavGrid, box_distance
 from embodied.envs.scenes import generate_scene, split_scene_seeds
+from embodied.envs.sim.follower import GreedyFollower
+from embodied.envs.sim.navgrid import NavGrid, box_distance
+from embodied.envs.sim.types import Action, AgentConfig, AgentPose
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +120,27 @@ def test_expert_reaches_goals(turn):
             reached += d <= 0.2
             total += 1
     assert reached / total >= 0.98, f"{reached}/{total}"
+
+
+def test_goal_set_distance_is_the_nearest_goal(grid):
+    rng = np.random.default_rng(5)
+    goals = np.array([grid.sample_navigable_point(rng) for _ in range(6)])
+    for _ in range(10):
+        a = grid.sample_navigable_point(rng)
+        single = min(grid.geodesic_distance(a, g) for g in goals)
+        assert grid.geodesic_distance(a, goals) == pytest.approx(single, abs=0.03)
+
+
+def test_field_cache_keeps_the_recently_used(monkeypatch):
+    """LRU, not FIFO: a goal asked about every step survives a stream of other goals."""
+    grid = NavGrid(generate_scene(100_001), cache_size=3)
+    computed = []
+    original = grid._compute_field
+    monkeypatch.setattr(grid, "_compute_field", lambda g: computed.append(1) or original(g))
+    rng = np.random.default_rng(6)
+    here, hot = grid.sample_navigable_point(rng), grid.sample_navigable_point(rng)
+    grid.geodesic_distance(here, hot)
+    for _ in range(10):
+        grid.geodesic_distance(here, grid.sample_navigable_point(rng))
+        grid.geodesic_distance(here, hot)
+    assert len(computed) == 11  # the hot goal's field was computed once

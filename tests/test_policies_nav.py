@@ -116,7 +116,8 @@ def test_hcam_rows_are_independent() -> None:
                                     action_space=venv.single_action_space, **{**HCAM_KW, "dim": 32}).eval()
     policy.reset(np.ones(3, dtype=bool))
     for _ in range(11):  # past one chunk: rows hold completed chunks
-        obs, *_ = venv.step(policy.act(obs))
+        actions = np.asarray(policy.act(obs))
+        obs, *_ = venv.step(np.where(actions == 0, 1, actions))  # no STOP: a finished row could not step on
     feats = policy.encode(obs)
     untouched = copy.deepcopy(policy)
     policy.reset(np.array([False, True, False]))
@@ -172,7 +173,7 @@ def test_map_agent_objectrecall_in_a_vector_env(capsys) -> None:
     venv = embodied.envs.make_vec("objectrecall", num_envs=2, max_episode_steps=400, **MAP_ENV)
     policy = embodied.policies.make("map_agent", observation_space=venv.single_observation_space,
                                     action_space=venv.single_action_space)
-    n = 4
+    n = 8  # 4 episodes are too few for the 1/3 bound: one unlucky episode decides it
     records = rollout(venv, policy, n_episodes=n, seed=0)
     assert len(records) == n and {r.env_index for r in records} == {0, 1}
     ours = _success(records)

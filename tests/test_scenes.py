@@ -7,19 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from embodied.envs.backend import AgentConfig, SensorConfig
-from embodied.envs.navgrid import NavGrid
 from embodied.envs.scenes import (
     CATEGORIES,
     COLOURS,
     SPLIT_SEEDS,
     Scene,
-    export_glb,
     generate_scene,
     split_scene_seeds,
-    to_mjspec,
 )
 from embodied.envs.scenes.generator import _door_keepout
+from embodied.envs.sim.habitat_scene import export_glb
+from embodied.envs.sim.mujoco_scene import to_mjspec
+from embodied.envs.sim.navgrid import NavGrid
+from embodied.envs.sim.types import AgentConfig, SensorConfig
 
 SEEDS = [0, 1, 7, 42, 100_003, 100_017, 200_001, 9_999]
 
@@ -123,3 +123,48 @@ def test_export_glb(tmp_path, scenes):
     mesh = trimesh.load(files[o.id], force="mesh")
     centre = mesh.bounds.mean(axis=0)
     np.testing.assert_allclose(centre, [o.position[0], o.position[2], -o.position[1]], atol=1e-4)
+
+
+class OneHouse:
+    """A downstream user's scene source: two methods, no change to the tasks."""
+
+    def __init__(self) -> None:
+        self.loaded: list[str] = []
+
+    def scene_ids(self) -> list[str]:
+        return ["my-house"]
+
+    def load(self, scene_id: str) -> Scene:
+        self.loaded.append(scene_id)
+        return generate_scene(7)
+
+
+def test_tasks_take_an_injected_scene_source() -> None:
+    import embodied
+
+    source = OneHouse()
+    env = embodied.envs.make("objectnav", scenes=source, resolution=16)
+    env.reset(seed=3)
+    assert env.unwrapped.episode.scene_id == "my-house" and source.loaded == ["my-house"]
+    assert env.unwrapped.scene == generate_scene(7)
+    env.close()
+
+
+def test_scene_directory_of_scene_files_and_scans(tmp_path) -> None:
+    import embodied
+    from embodied.envs.scenes import SceneDirectory, write_scene_files
+
+    ids = write_scene_files([7, 100_003], tmp_path)
+    assert SceneDirectory(tmp_path).scene_ids() == sorted(ids)
+    assert SceneDirectory(tmp_path).load(ids[0]) == generate_scene(7)
+    env = embodied.envs.make("vln", scenes_dir=str(tmp_path), resolution=16)
+    env.reset(seed=0)
+    assert env.unwrapped.episode.scene_id in ids
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "a.glb").write_bytes(b"")
+    assert SceneDirectory(tmp_path).load("scans/a.glb") == str(tmp_path / "scans" / "a.glb")
+    with pytest.raises(FileNotFoundError, match="not found under scenes_dir"):
+        SceneDirectory(tmp_path).load("mp3d/x/x.glb")
+    with pytest.raises(TypeError, match=r"real scans need backend\.name=habitat"):
+        env.unwrapped.backend.load_scene(str(tmp_path / "scans" / "a.glb"))
+    env.close()

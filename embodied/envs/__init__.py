@@ -78,11 +78,11 @@ def names() -> list[str]:
 
 
 def _register_builtin() -> None:
-    nav = "embodied.envs.nav.tasks"
-    register("pointnav", "embodied/PointNav-v0", f"{nav}:PointNavEnv")
-    register("objectnav", "embodied/ObjectNav-v0", f"{nav}:ObjectNavEnv")
-    register("vln", "embodied/VLN-v0", f"{nav}:VLNEnv")
-    register("objectrecall", "embodied/ObjectRecall-v0", f"{nav}:ObjectRecallEnv")
+    nav = "embodied.envs.nav"
+    register("pointnav", "embodied/PointNav-v0", f"{nav}.pointnav:PointNavEnv")
+    register("objectnav", "embodied/ObjectNav-v0", f"{nav}.objectnav:ObjectNavEnv")
+    register("vln", "embodied/VLN-v0", f"{nav}.vln:VLNEnv")
+    register("objectrecall", "embodied/ObjectRecall-v0", f"{nav}.objectrecall:ObjectRecallEnv")
     register("libero", "embodied/Libero-v0", "embodied.envs.libero.env:LiberoEnv")
 
 

@@ -1,142 +1,179 @@
-"""`RemoteBackend`: any navigation backend hosted in a subprocess, possibly another Python.
+"""Out-of-process backend worker: the server side of `sim.remote.RemoteBackend`.
 
-    backend = RemoteBackend("habitat", agent, sensors, python="/opt/conda/envs/habitat/bin/python")
+Started as `<python> embodied/envs/worker.py`, possibly by another interpreter (a conda env
+holding habitat-sim on Python 3.9). Python puts this file's folder first on `sys.path`, so
+the worker imports the `sim` package beside it directly: `sim` uses only relative
+imports, numpy and the simulator, and never runs `embodied.envs` (Gymnasium, torch).
 
-The client implements `NavBackend`, so the tasks cannot tell it from an in-process
-backend: the same calls give the same observations (frames come back through shared
-memory) and the same random samples (the generator's state travels with the call).
+Protocol: one JSON object per line. Requests on stdin: {"cmd": name, "args": {...}};
+replies on the process's original stdout: {"ok": result} or {"error": text}. Before
+anything else is imported, file descriptor 1 is pointed at stderr: simulators log from
+native code straight to fd 1, and a log line on the reply stream would break the protocol.
+Rendered frames go to shared memory blocks created by the client; the reply to "render"
+says which were written.
 """
 
-from __future__ import annotations
-
-import contextlib
 import json
-import subprocess
+import os
 import sys
-from dataclasses import asdict
-from multiprocessing import shared_memory
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-from embodied.envs.backend import AgentConfig, AgentPose, Frames, SensorConfig, StepOutcome
-
-WORKER = Path(__file__).with_name("worker_main.py")
+import traceback
 
 
-class RemoteBackendError(RuntimeError):
-    """The worker reported an error or died; the message carries its traceback."""
+def protocol_stream():
+    """The reply stream: a private copy of fd 1, after fd 1 itself is moved to stderr."""
+    reply_fd = os.dup(1)
+    os.dup2(2, 1)  # from now on whatever writes to fd 1 (C++ logs, print) lands on stderr
+    return os.fdopen(reply_fd, "w")
 
 
-class RemoteBackend:
-    def __init__(
-        self,
-        name: str,
-        agent: AgentConfig,
-        sensors: SensorConfig,
-        python: str | None = None,
-        **options: Any,
-    ) -> None:
-        self.name, self.agent, self.sensors = name, agent, sensors
-        self._python = python or sys.executable
-        self._options = options
-        self._proc: subprocess.Popen | None = None
-        self._blocks: dict[str, shared_memory.SharedMemory] = {}
-        self._views: dict[str, np.ndarray] = {}
-        self._scene_key: Any = None
+BACKEND_CLASSES = {
+    "mujoco": ("sim.mujoco_backend", "MujocoBackend"),
+    "habitat": ("sim.habitat_backend", "HabitatBackend"),
+}
 
-    # ------------------------------------------------------------------ process
-    def _start(self) -> None:
-        h, w = self.sensors.height, self.sensors.width
-        layout = {
-            "rgb": ((h, w, 3), np.uint8, self.sensors.rgb),
-            "depth": ((h, w, 1), np.float32, self.sensors.depth),
-            "semantic_object": ((h, w), np.int32, self.sensors.semantic),
-            "semantic_category": ((h, w), np.int32, self.sensors.semantic),
-        }
-        spec = {}
-        for key, (shape, dtype, wanted) in layout.items():
-            if not wanted:
-                continue
-            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-            block = shared_memory.SharedMemory(create=True, size=nbytes)
-            self._blocks[key] = block
-            self._views[key] = np.ndarray(shape, dtype=dtype, buffer=block.buf)
-            spec[key] = {"name": block.name, "shape": list(shape), "dtype": np.dtype(dtype).str}
-        self._proc = subprocess.Popen(
-            [self._python, str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
-        )
-        self._call("init", backend=self.name, agent=asdict(self.agent), sensors=asdict(self.sensors), shm=spec,
-                   options=self._options)
 
-    def _call(self, cmd: str, **args: Any) -> Any:
-        if self._proc is None:
-            self._start()
-        assert self._proc is not None and self._proc.stdin and self._proc.stdout
-        try:
-            self._proc.stdin.write(json.dumps({"cmd": cmd, "args": args}) + "\n")
-            self._proc.stdin.flush()
-            line = self._proc.stdout.readline()
-        except BrokenPipeError:
-            line = ""
-        if not line:
-            code = self._proc.poll()
-            raise RemoteBackendError(f"backend worker ({self._python}) exited with code {code} during '{cmd}'")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise RemoteBackendError(f"backend worker failed in '{cmd}': {reply['error']}")
-        return reply["ok"]
+def _attach_untracked(shared_memory, name):
+    """Attach to the client's block without letting this process's resource tracker unlink
+    it at exit (Python < 3.13 tracks attached blocks too; the client owns them)."""
+    try:
+        return shared_memory.SharedMemory(name=name, track=False)  # Python >= 3.13
+    except TypeError:
+        from multiprocessing import resource_tracker
 
-    # ------------------------------------------------------------------ NavBackend
-    def load_scene(self, scene: Any) -> None:
-        key = getattr(scene, "seed", None), id(scene)
-        if key == self._scene_key:
-            return
-        self._call("load_scene", scene_json=scene.to_json())
-        self._scene_key = key
+        block = shared_memory.SharedMemory(name=name)
+        resource_tracker.unregister(block._name, "shared_memory")
+        return block
 
-    def set_agent_pose(self, position: np.ndarray, yaw: float) -> None:
-        self._call("set_agent_pose", position=[float(v) for v in position], yaw=float(yaw))
 
-    def get_agent_pose(self) -> AgentPose:
-        r = self._call("get_agent_pose")
-        return AgentPose(np.asarray(r["position"], dtype=np.float64), float(r["yaw"]))
+def _floats(v):
+    return [float(x) for x in v]
 
-    def apply_action(self, action: int) -> StepOutcome:
-        r = self._call("apply_action", action=int(action))
-        return StepOutcome(collided=r["collided"], moved=r["moved"])
 
-    def render(self) -> Frames:
-        written = set(self._call("render"))
-        return Frames(**{k: v.copy() for k, v in self._views.items() if k in written})
+class Server:
+    def __init__(self):
+        self.backend = None
+        self.frames = {}  # sensor name -> (SharedMemory, ndarray view)
+        self.goals = None  # the last goal set the client sent (it sends None for "the same")
 
-    def geodesic_distance(self, a: np.ndarray, b: np.ndarray) -> float:
-        d = self._call("geodesic_distance", a=[float(v) for v in a], b=[float(v) for v in b])
-        return float("inf") if d is None else float(d)
+    # ------------------------------------------------------------------ commands
+    def init(self, backend, agent, sensors, shm, options):
+        import importlib
 
-    def shortest_path(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.asarray(self._call("shortest_path", a=[float(v) for v in a], b=[float(v) for v in b]))
+        from sim.types import AgentConfig, SensorConfig
 
-    def sample_navigable_point(self, rng: np.random.Generator) -> np.ndarray:
-        r = self._call("sample_navigable_point", rng_state=rng.bit_generator.state)
-        rng.bit_generator.state = r["rng_state"]
-        return np.asarray(r["point"], dtype=np.float64)
+        if backend not in BACKEND_CLASSES:
+            raise ValueError("backend.name must be one of %s, got '%s'" % (sorted(BACKEND_CLASSES), backend))
+        module, cls = BACKEND_CLASSES[backend]
+        backend_cls = getattr(importlib.import_module(module), cls)
+        self.backend = backend_cls(AgentConfig(**agent), SensorConfig(**sensors), **options)
+        self._attach(shm)
+        return {"python": sys.version.split()[0]}
 
-    def is_navigable(self, point: np.ndarray) -> bool:
-        return bool(self._call("is_navigable", point=[float(v) for v in point]))
+    def _attach(self, shm):
+        from multiprocessing import shared_memory
 
-    def close(self) -> None:
-        if self._proc is not None:
-            with contextlib.suppress(RemoteBackendError):
-                self._call("close")
-            self._proc.wait(timeout=10)
-            self._proc = None
-        for block in self._blocks.values():
+        import numpy as np
+
+        for name, spec in shm.items():
+            block = _attach_untracked(shared_memory, spec["name"])
+            view = np.ndarray(tuple(spec["shape"]), dtype=np.dtype(spec["dtype"]), buffer=block.buf)
+            self.frames[name] = (block, view)
+
+    def load_scene(self, scene_json=None, path=None):
+        from sim.scene import Scene
+
+        self.backend.load_scene(path if path is not None else Scene.from_json(scene_json))
+
+    def set_agent_pose(self, position, yaw):
+        import numpy as np
+
+        self.backend.set_agent_pose(np.asarray(position, dtype=np.float64), float(yaw))
+
+    def get_agent_pose(self):
+        pose = self.backend.get_agent_pose()
+        return {"position": _floats(pose.position), "yaw": float(pose.yaw)}
+
+    def apply_action(self, action):
+        out = self.backend.apply_action(int(action))
+        return {"collided": bool(out.collided), "moved": float(out.moved)}
+
+    def render(self):
+        frames = self.backend.render()
+        written = []
+        for name in self.frames:
+            value = getattr(frames, name)
+            if value is not None:
+                self.frames[name][1][...] = value
+                written.append(name)
+        return written
+
+    def _goals(self, goals):
+        import numpy as np
+
+        if goals is not None:
+            self.goals = np.asarray(goals, dtype=np.float64)
+        if self.goals is None:
+            raise ValueError("no goal set sent yet")
+        return self.goals
+
+    def geodesic_distance(self, a, goals):
+        import numpy as np
+
+        d = float(self.backend.geodesic_distance(np.asarray(a), self._goals(goals)))
+        return d if np.isfinite(d) else None  # JSON has no infinity
+
+    def shortest_path(self, a, goals):
+        import numpy as np
+
+        return np.asarray(self.backend.shortest_path(np.asarray(a), self._goals(goals))).tolist()
+
+    def next_action(self, goals, stop_radius):
+        return int(self.backend.next_action(self._goals(goals), float(stop_radius)))
+
+    def walk_to(self, goals, stop_radius, max_steps):
+        return [int(a) for a in self.backend.walk_to(self._goals(goals), float(stop_radius), int(max_steps))]
+
+    def sample_navigable_point(self, rng_state):
+        import numpy as np
+
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = rng_state
+        point = self.backend.sample_navigable_point(rng)
+        return {"point": _floats(point), "rng_state": rng.bit_generator.state}
+
+    def is_navigable(self, points):
+        import numpy as np
+
+        out = self.backend.is_navigable(np.asarray(points, dtype=np.float64))
+        return bool(out) if np.ndim(out) == 0 else [bool(v) for v in out]
+
+    def close(self):
+        if self.backend is not None:
+            self.backend.close()
+        for block, _ in self.frames.values():
             block.close()
-            block.unlink()
-        self._blocks, self._views = {}, {}
+        self.frames = {}
 
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
+
+def serve(requests, replies):
+    server = Server()
+    for line in requests:
+        request = json.loads(line)
+        try:
+            result = getattr(server, request["cmd"])(**request.get("args", {}))
+            reply = {"ok": result}
+        except Exception as exc:  # report to the client, keep serving
+            reply = {"error": "%s: %s\n%s" % (type(exc).__name__, exc, traceback.format_exc())}
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+        if request["cmd"] == "close":
+            break
+
+
+def main():
+    replies = protocol_stream()
+    serve(sys.stdin, replies)
+
+
+if __name__ == "__main__":
+    main()

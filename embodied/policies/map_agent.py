@@ -34,7 +34,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from embodied.envs.scenes.types import CATEGORIES, COLOURS
+from embodied.envs.scenes import CATEGORIES, COLOURS
 from embodied.memory.voxel_map import VoxelMap
 from embodied.policies.pretrained import PretrainedPolicy
 

@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from embodied.envs.navgrid import largest_component, rasterize
-from embodied.envs.scenes.types import COLOURS, Box, Door, Room, Scene, SceneObject, category_id
+from embodied.envs.sim.navgrid import largest_component, rasterize
+from embodied.envs.sim.scene import COLOURS, Box, Door, Room, Scene, SceneObject, category_id
 
 SPLIT_SEEDS: dict[str, range] = {
     "train": range(0, 10_000),

@@ -20,10 +20,11 @@ import weakref
 
 import numpy as np
 
-from embodied.envs.backend import Action, AgentConfig, AgentPose, Frames, SensorConfig, StepOutcome
-from embodied.envs.navgrid import NavGrid
-from embodied.envs.scenes.export import AGENT_BODY, CAMERA_NAME, to_mjspec
-from embodied.envs.scenes.types import Scene
+from .follower import GreedyFollower
+from .mujoco_scene import AGENT_BODY, CAMERA_NAME, to_mjspec
+from .navgrid import NavGrid
+from .scene import Scene
+from .types import Action, AgentConfig, AgentPose, Frames, SensorConfig, StepOutcome
 
 GL_BACKENDS = ("egl", "osmesa", "glfw")
 
@@ -62,6 +63,7 @@ class MujocoBackend:
         self.grid_cell = grid_cell
         self.scene: Scene | None = None
         self.navgrid: NavGrid | None = None
+        self.follower: GreedyFollower | None = None
         self.model = self.data = None
         self._position = np.zeros(3)
         self._yaw = 0.0
@@ -72,9 +74,14 @@ class MujocoBackend:
 
     # ------------------------------------------------------------------ scene
     def load_scene(self, scene: Scene) -> None:
-        """Build model and grid; a no-op when the same scene is already loaded."""
+        """Build model and grid; a no-op when the same scene is already loaded, so every
+        episode in a house reuses the compiled model, the render context and the grid with
+        its cached distance fields."""
         if self.scene is not None and (scene is self.scene or scene == self.scene):
             return
+        if not isinstance(scene, Scene):
+            raise TypeError(f"the mujoco backend loads procedural scenes (a Scene), got {scene!r}; "
+                            "real scans need backend.name=habitat")
         import mujoco
 
         spec, names = to_mjspec(scene, self.agent, self.sensors)
@@ -87,6 +94,7 @@ class MujocoBackend:
             gid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, name)
             self._geom_obj[gid], self._geom_cat[gid] = oid, by_id[oid].category_id
         self.navgrid = NavGrid(scene, radius=self.agent.radius, cell=self.grid_cell)
+        self.follower = GreedyFollower(self.navgrid, self.agent)
         self.scene = scene
         self._free_render_context()
         mujoco.mj_forward(self.model, self.data)
@@ -127,17 +135,28 @@ class MujocoBackend:
         return StepOutcome(collided=collided, moved=moved)
 
     # ------------------------------------------------------------------ navigation queries
-    def geodesic_distance(self, a: np.ndarray, b: np.ndarray) -> float:
-        return self._require_scene().geodesic_distance(a, b)
+    def geodesic_distance(self, a: np.ndarray, goals: np.ndarray) -> float:
+        return self._require_scene().geodesic_distance(a, goals)
 
-    def shortest_path(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return self._require_scene().shortest_path(a, b)
+    def shortest_path(self, a: np.ndarray, goals: np.ndarray) -> np.ndarray:
+        return self._require_scene().shortest_path(a, goals)
+
+    def next_action(self, goals: np.ndarray, stop_radius: float) -> int:
+        self._require_scene()
+        return int(self.follower.next_action(self.get_agent_pose(), goals, stop_radius))
+
+    def walk_to(self, goals: np.ndarray, stop_radius: float, max_steps: int) -> list[int]:
+        """Pure pursuit of the shortest path, handing over to the oracle where it stalls."""
+        self._require_scene()
+        return self.follower.walk(self, goals, stop_radius, max_steps)
 
     def sample_navigable_point(self, rng: np.random.Generator) -> np.ndarray:
         return self._require_scene().sample_navigable_point(rng)
 
-    def is_navigable(self, point: np.ndarray) -> bool:
-        return self._require_scene().is_navigable(point)
+    def is_navigable(self, points: np.ndarray) -> bool | np.ndarray:
+        grid = self._require_scene()
+        pts = np.asarray(points, dtype=np.float64)
+        return grid.is_navigable(pts) if pts.ndim == 1 else grid.lookup(grid.navigable, pts)
 
     # ------------------------------------------------------------------ rendering
     def _ensure_render_context(self) -> None:

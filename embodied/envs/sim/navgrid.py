@@ -1,29 +1,30 @@
-"""2D occupancy grid of a scene: collisions, geodesic distances, shortest paths, oracle expert.
+"""2D occupancy grid of a scene: collisions, geodesic distances, shortest paths.
 
 The grid is the single source of truth for where the agent may stand. Obstacles are
 inflated by the agent radius plus half a cell diagonal, so *any* point inside a free cell
 is at least `radius` away from every wall and object (not only the cell centre): moves
 checked against the grid can never put the agent's cylinder into geometry.
 
-Geodesic distances come from scikit-fmm (fast marching, no 8-connected grid bias) and
-the field is cached per goal, because the task layer asks for the distance to the same
-goal every step.
+Geodesic distances come from scikit-fmm (fast marching, no 8-connected grid bias). A field
+belongs to a goal set (one point, or all view points of an object) and is kept in an LRU
+cache, because the task layer asks for the distance to the same goals every step and
+episodes in one house keep coming back to the same objects.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import skfmm
 from scipy import ndimage
 
-from embodied.envs.backend import Action, AgentConfig, AgentPose
+from .backend import as_goals
 
 if TYPE_CHECKING:
-    from embodied.envs.scenes import Scene
+    from .scene import Scene
 
 
 def obstacle_boxes(scene: Scene) -> np.ndarray:
@@ -78,6 +79,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 _MISSING = object()
+_WINDOW = np.mgrid[-3:4, -3:4].reshape(2, 1, -1)  # cell offsets around a goal: its circle and neighbours
 _DI = np.array([[0, 1, 0, 1]])
 _DJ = np.array([[0, 0, 1, 1]])
 
@@ -86,7 +88,7 @@ class NavGrid:
     """Inflated occupancy grid of one scene with cached geodesic fields."""
 
     def __init__(self, scene: Scene, radius: float = 0.18, cell: float = 0.05, snap_radius: float = 0.5,
-                 cache_size: int = 64):
+                 cache_size: int = 128):
         self.scene_seed = scene.seed
         self.radius, self.cell, self.snap_radius = radius, cell, snap_radius
         self.boxes = obstacle_boxes(scene)
@@ -94,7 +96,7 @@ class NavGrid:
         self.navigable = largest_component(self.free)
         self.shape = self.free.shape
         self._nav_cells = np.argwhere(self.navigable)
-        self._fields: OrderedDict[tuple[float, float], np.ndarray | None] = OrderedDict()
+        self._fields: OrderedDict[bytes, np.ndarray | None] = OrderedDict()
         self._cache_size = cache_size
         self._snap_idx: np.ndarray | None = None
         self._r0 = 0.75 * cell
@@ -106,12 +108,10 @@ class NavGrid:
     def cell_centre(self, i: int, j: int) -> np.ndarray:
         return self.origin + (np.array([i, j]) + 0.5) * self.cell
 
-    def _lookup(self, mask: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    def lookup(self, mask: np.ndarray, pts: np.ndarray) -> np.ndarray:
         """Vectorised mask lookup. Clipping is safe: the one-cell border of the grid is off the floor."""
-        idx = np.floor((pts[..., :2] - self.origin) / self.cell).astype(np.int64)
-        i = np.minimum(np.maximum(idx[..., 0], 0), self.shape[0] - 1)
-        j = np.minimum(np.maximum(idx[..., 1], 0), self.shape[1] - 1)
-        return mask[i, j]
+        idx = ((pts[..., :2] - self.origin) // self.cell).astype(np.int64)
+        return mask.ravel()[np.ravel_multi_index((idx[..., 0], idx[..., 1]), self.shape, mode="clip")]
 
     def is_free(self, p: np.ndarray) -> bool:
         """The agent may stand here (any component)."""
@@ -151,18 +151,20 @@ class NavGrid:
     def try_move(self, p: np.ndarray, d: np.ndarray, allow_sliding: bool = True) -> tuple[np.ndarray, bool]:
         """Where a move by `d` from `p` ends and whether it collided.
 
-        Blocked without sliding: the agent stays put (habitat's behaviour). With sliding it
+        Moves stay on the main component (`navigable`), so the agent can never squeeze through
+        a diagonal pinhole into a pocket from which the goal would be unreachable (an infinite
+        distance to goal). Blocked without sliding: the agent stays put (habitat's behaviour). With sliding it
         takes the longest free travel among the full move and its x-only / y-only parts,
         which lets it glide along walls instead of sticking to them.
         """
         p2, d2 = np.asarray(p[:2], dtype=np.float64), np.asarray(d[:2], dtype=np.float64)
-        if self._max_travel(p2, d2, self.free) >= 1.0:
+        if self._max_travel(p2, d2, self.navigable) >= 1.0:
             return p2 + d2, False
         if not allow_sliding:
             return p2.copy(), True
         best, best_len = np.zeros(2), 0.0
         for cand in (d2, np.array([d2[0], 0.0]), np.array([0.0, d2[1]])):
-            step = self._max_travel(p2, cand, self.free) * cand
+            step = self._max_travel(p2, cand, self.navigable) * cand
             if (length := math.hypot(step[0], step[1])) > best_len + 1e-12:
                 best, best_len = step, length
         return p2 + best, True
@@ -183,42 +185,55 @@ class NavGrid:
         q = self.cell_centre(int(self._snap_idx[0, i, j]), int(self._snap_idx[1, i, j]))
         return q if np.hypot(*(q - p[:2])) <= self.snap_radius else None
 
-    def distance_field(self, goal: np.ndarray) -> np.ndarray | None:
-        """Geodesic distance (m) from every cell centre to `goal` (inf where unreachable); cached."""
-        key = (float(goal[0]), float(goal[1]))
+    def distance_field(self, goals: np.ndarray) -> np.ndarray | None:
+        """Geodesic distance (m) from every cell centre to the nearest of `goals` (inf where
+        unreachable), or None when no goal is on the main component; LRU-cached per goal set."""
+        g = as_goals(goals)
+        key = g[:, :2].round(4).tobytes()
         field = self._fields.get(key, _MISSING)
         if field is not _MISSING:
+            self._fields.move_to_end(key)
             return field
-        g = self._snap(np.asarray(goal, dtype=np.float64))
-        field = None if g is None else self._compute_field(g)
-        self._fields[key] = field  # FIFO eviction: LRU bookkeeping would cost more than it saves
+        snapped = [q for q in (self._snap(p) for p in g) if q is not None]
+        field = self._compute_field(np.asarray(snapped)[:, :2]) if snapped else None
+        self._fields[key] = field
         if len(self._fields) > self._cache_size:
             self._fields.popitem(last=False)
         return field
 
-    def _compute_field(self, g: np.ndarray) -> np.ndarray:
-        xs = self.origin[0] + (np.arange(self.shape[0]) + 0.5) * self.cell
-        ys = self.origin[1] + (np.arange(self.shape[1]) + 0.5) * self.cell
-        phi = np.hypot(xs[:, None] - g[0], ys[None, :] - g[1]) - self._r0
+    def _compute_field(self, goals: np.ndarray) -> np.ndarray:
+        """Fast marching from circles of radius r0 around the goals. Only the sign of phi and
+        its values next to the zero contour matter to skfmm, so phi is exact in a small
+        window around each goal and a positive constant elsewhere: the cost is the march
+        alone, whatever the number of goals."""
+        phi = np.full(self.shape, 1.0)
+        # every goal's (2w+1)^2 window of cells at once: exact circle distances, min-combined
+        cells = np.floor((goals - self.origin) / self.cell).astype(np.int64)
+        ii = (cells[:, :1] + _WINDOW[0]).clip(0, self.shape[0] - 1)
+        jj = (cells[:, 1:] + _WINDOW[1]).clip(0, self.shape[1] - 1)
+        xs, ys = self.origin[0] + (ii + 0.5) * self.cell, self.origin[1] + (jj + 0.5) * self.cell
+        local = np.hypot(xs - goals[:, :1], ys - goals[:, 1:]) - self._r0
+        np.minimum.at(phi, (ii.ravel(), jj.ravel()), np.minimum(local, 1.0).ravel())
         dist = skfmm.distance(np.ma.MaskedArray(phi, ~self.navigable), dx=self.cell)
-        return np.ma.filled(dist, np.inf).astype(np.float64) + self._r0
+        return np.ma.filled(dist, np.inf).astype(np.float32) + np.float32(self._r0)
 
     def field_at(self, field: np.ndarray, pts: np.ndarray) -> np.ndarray:
         """Bilinear interpolation of a field at (K, 2+) points, ignoring unreachable corners."""
         pts = np.atleast_2d(pts)
         u = (pts[:, :2] - self.origin) / self.cell - 0.5
-        i0 = np.floor(u).astype(np.int64)
+        i0 = np.floor(u)
         f = u - i0
-        ii = np.minimum(np.maximum(i0[:, :1] + _DI, 0), self.shape[0] - 1)
-        jj = np.minimum(np.maximum(i0[:, 1:] + _DJ, 0), self.shape[1] - 1)
+        i0 = i0.astype(np.int64)
+        flat = np.ravel_multi_index((i0[:, :1] + _DI, i0[:, 1:] + _DJ), self.shape, mode="clip")
         w = np.where(_DI, f[:, :1], 1 - f[:, :1]) * np.where(_DJ, f[:, 1:], 1 - f[:, 1:]) + 1e-9
-        v = field[ii, jj]
-        ok = np.isfinite(v)
+        v = field.ravel()[flat]
+        ok = v < np.inf
         w = w * ok
         wsum = w.sum(axis=1)
-        out = (np.where(ok, v, 0.0) * w).sum(axis=1) / np.maximum(wsum, 1e-12)
+        out = np.where(ok, v, 0.0)
+        out = (out * w).sum(axis=1) / np.maximum(wsum, 1e-12)
         # points off the main component are unreachable, whatever their neighbours say
-        return np.where((wsum > 0) & self._lookup(self.navigable, pts), out, np.inf)
+        return np.where((wsum > 0) & self.lookup(self.navigable, pts), out, np.inf)
 
     def _value_at(self, field: np.ndarray, x: float, y: float) -> float:
         """Scalar `field_at` for one navigable point (the per-step hot path: ~µs)."""
@@ -234,25 +249,28 @@ class NavGrid:
                 den += w + 1e-9
         return num / den if den > 0 else math.inf
 
-    def geodesic_distance(self, a: np.ndarray, b: np.ndarray) -> float:
-        field = self.distance_field(b)
+    def geodesic_distance(self, a: np.ndarray, goals: np.ndarray) -> float:
+        field = self.distance_field(goals)
+        return math.inf if field is None else self.distance_in(field, a)
+
+    def distance_in(self, field: np.ndarray, a: np.ndarray) -> float:
+        """A field's value at point `a` (snapped onto the main component; inf in a pocket)."""
         a2 = self._snap(a)
-        if field is None or a2 is None:
-            return math.inf
-        return self._value_at(field, float(a2[0]), float(a2[1]))
+        return math.inf if a2 is None else self._value_at(field, float(a2[0]), float(a2[1]))
 
-    def shortest_path(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """(N, 3) waypoints a..b: steepest descent over cells, then line-of-sight shortcutting.
-
-        Returns an empty (0, 3) array when b is unreachable from a.
+    def shortest_path(self, a: np.ndarray, goals: np.ndarray) -> np.ndarray:
+        """(N, 3) waypoints from a to the nearest goal: steepest descent over cells, then
+        line-of-sight shortcutting. An empty (0, 3) array when no goal is reachable from a.
         """
-        field = self.distance_field(b)
+        g = as_goals(goals)
+        field = self.distance_field(g)
         a2 = self._snap(np.asarray(a, dtype=np.float64))
         if field is None or a2 is None or not np.isfinite(self.field_at(field, a2[None])[0]):
             return np.zeros((0, 3))
         cells = self._descend(field, self.to_cell(a2))
         pts = [np.asarray(a[:2], dtype=np.float64)] + [self.cell_centre(i, j) for i, j in cells]
-        pts.append(np.asarray(b[:2], dtype=np.float64))
+        end = pts[-1]
+        pts.append(g[int(np.argmin(np.hypot(g[:, 0] - end[0], g[:, 1] - end[1])))][:2])
         pts = self._shortcut(pts)
         return np.array([[p[0], p[1], 0.0] for p in pts])
 
@@ -275,94 +293,21 @@ class NavGrid:
         return out
 
     def _shortcut(self, pts: list[np.ndarray]) -> list[np.ndarray]:
-        """Greedy string pulling: jump to the farthest waypoint in straight navigable sight."""
-        out, k = [pts[0]], 0
-        while k < len(pts) - 1:
-            nxt = k + 1
-            for m in range(len(pts) - 1, k + 1, -1):
-                if self.segment_free(pts[k], pts[m], self.navigable):
-                    nxt = m
-                    break
-            out.append(pts[nxt])
-            k = nxt
+        """Greedy string pulling: jump to the farthest waypoint in straight navigable sight,
+        found by doubling the jump and then bisecting (O(log n) sight checks a jump; sight
+        along a descent path is monotone but for rare grazing corners)."""
+        out, k, last = [pts[0]], 0, len(pts) - 1
+        while k < last:
+            seen, step = k + 1, 1  # the next waypoint is always in sight (adjacent cells)
+            while seen < last and self.segment_free(pts[k], pts[min(k + 2 * step, last)], self.navigable):
+                seen, step = min(k + 2 * step, last), 2 * step
+            blocked = min(k + 2 * step, last) if seen < last else last + 1
+            while blocked - seen > 1:
+                mid = (seen + blocked) // 2
+                if self.segment_free(pts[k], pts[mid], self.navigable):
+                    seen = mid
+                else:
+                    blocked = mid
+            out.append(pts[seen])
+            k = seen
         return out
-
-
-class GreedyFollower:
-    """Oracle expert: the discrete action that makes the most geodesic progress.
-
-    For each reachable heading (current yaw + k turns) it predicts the end of one forward
-    step with the *same* motion model the backend uses (`NavGrid.try_move`) and scores it
-    by geodesic distance to the goal plus a small cost per turn. It moves forward when the
-    current heading is the best, otherwise turns towards the best heading. The position
-    does not change while turning, so the target heading is stable (no oscillation), and
-    every forward step strictly reduces the geodesic distance (no livelock). When no heading
-    makes progress, or the goal is within `stop_radius`, it returns STOP.
-    """
-
-    def __init__(self, backend_or_grid: Any, agent_cfg: AgentConfig | None = None,
-                 turn_cost: float = 0.01, min_progress: float = 1e-3):
-        self._source = backend_or_grid
-        self.agent = agent_cfg or getattr(backend_or_grid, "agent", AgentConfig())
-        self.turn_cost, self.min_progress = turn_cost, min_progress
-        self._own_grid: NavGrid | None = None
-
-    @property
-    def grid(self) -> NavGrid:
-        """The backend's current grid (it changes when the backend loads another scene)."""
-        src = self._source
-        if isinstance(src, NavGrid):
-            return src
-        grid = getattr(src, "navgrid", None)
-        if grid is not None:
-            return grid
-        scene = getattr(src, "scene", None)  # a backend without its own grid (e.g. a remote one)
-        if scene is None:
-            raise TypeError("GreedyFollower needs a NavGrid or a backend with `navgrid` or a loaded `scene`")
-        if self._own_grid is None or self._own_grid.scene_seed != scene.seed:
-            self._own_grid = NavGrid(scene, radius=self.agent.radius)
-        return self._own_grid
-
-    def next_action(self, pose: AgentPose, goal: np.ndarray, stop_radius: float = 0.2) -> Action:
-        grid = self.grid
-        field = grid.distance_field(goal)
-        pos = np.asarray(pose.position[:2], dtype=np.float64)
-        if field is None:
-            return Action.STOP
-        d_now = grid.geodesic_distance(pos, goal)
-        if not np.isfinite(d_now) or d_now <= stop_radius:
-            return Action.STOP
-        ks, yaws = self._headings(pose.yaw)
-        ends = self._predict(grid, pos, yaws, sliding=False)
-        d_after = grid.field_at(field, ends)
-        if not np.any(d_after < d_now - self.min_progress):  # only sliding moves might help
-            ends = self._predict(grid, pos, yaws, sliding=self.agent.allow_sliding)
-            d_after = grid.field_at(field, ends)
-        score = np.where(d_after < d_now - self.min_progress, d_after + self.turn_cost * np.abs(ks), np.inf)
-        if not np.isfinite(score).any():
-            return Action.STOP
-        k = int(ks[int(np.argmin(score))])  # ks is ordered so ties prefer fewer turns, then left
-        if k == 0:
-            return Action.MOVE_FORWARD
-        return Action.TURN_LEFT if k > 0 else Action.TURN_RIGHT
-
-    def _headings(self, yaw: float) -> tuple[np.ndarray, np.ndarray]:
-        """Turn counts ordered 0, +1, -1, +2, -2, ... covering a full circle once."""
-        n = max(1, round(360.0 / self.agent.turn_angle_deg))
-        half = n // 2
-        ks = [0]
-        for m in range(1, half + 1):
-            ks += [m, -m] if m < n - m else [m]
-        ks_arr = np.array(ks[:n])
-        return ks_arr, yaw + np.deg2rad(self.agent.turn_angle_deg) * ks_arr
-
-    def _predict(self, grid: NavGrid, pos: np.ndarray, yaws: np.ndarray, sliding: bool) -> np.ndarray:
-        step = self.agent.forward_step
-        disp = step * np.stack([np.cos(yaws), np.sin(yaws)], axis=1)
-        if not sliding:
-            n = max(1, math.ceil(step / (0.5 * grid.cell)))
-            ts = np.arange(1, n + 1) / n
-            pts = pos[None, None, :] + ts[None, :, None] * disp[:, None, :]
-            ok = grid._lookup(grid.free, pts).all(axis=1)
-            return np.where(ok[:, None], pos[None, :] + disp, pos[None, :])
-        return np.array([grid.try_move(pos, d, True)[0] for d in disp])

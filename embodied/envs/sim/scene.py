@@ -2,13 +2,14 @@
 
 Everything is a dataclass of floats, ints, strings and tuples so a scene round-trips
 through JSON exactly (`Scene.to_json` / `Scene.from_json`) and can be shipped to a worker
-process or cached on disk. World frame as in `embodied.envs.backend`: Z up, metres,
-floor at z = 0.
+process or cached on disk (`save` writes a file atomically, `load` reads it back). World
+frame as in `types.py`: Z up, metres, floor at z = 0.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,6 +33,12 @@ COLOURS: dict[str, tuple[float, float, float, float]] = {
     "brown": (0.50, 0.30, 0.15, 1.0),
     "grey": (0.50, 0.50, 0.50, 1.0),
 }
+
+# How the structure looks (objects carry their own rgba): shared by every exporter.
+WALL_RGBA = (0.88, 0.86, 0.82, 1.0)
+CEILING_RGBA = (0.95, 0.95, 0.95, 1.0)
+FLOOR_TINTS = ((0.62, 0.52, 0.40), (0.55, 0.58, 0.62), (0.66, 0.62, 0.52), (0.50, 0.56, 0.48),
+               (0.60, 0.50, 0.52), (0.56, 0.54, 0.60), (0.68, 0.60, 0.46), (0.52, 0.50, 0.46))
 
 Vec2 = tuple[float, float]
 Vec3 = tuple[float, float, float]
@@ -129,6 +136,18 @@ class Scene:
     @classmethod
     def from_json(cls, text: str) -> Scene:
         return cls.from_dict(json.loads(text))
+
+    def save(self, path: str) -> None:
+        """Write the scene as JSON (temp file + rename: never a half-written file)."""
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            f.write(self.to_json())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str) -> Scene:
+        with open(path) as f:
+            return cls.from_json(f.read())
 
     def object_by_id(self, object_id: int) -> SceneObject:
         return next(o for o in self.objects if o.id == object_id)

@@ -3,30 +3,43 @@
 habitat-sim installs with conda, usually in a Python 3.9 environment of its own, so this
 module is written to be hosted by the out-of-process worker (`backend.python=...`): Python
 3.9 syntax, and it imports only numpy, habitat_sim and (for procedural houses) trimesh.
+The worker keeps habitat's C++ log lines (written to file descriptor 1) off its protocol.
 
 Frames: the toolkit is Z-up, habitat is Y-up. A toolkit point (x, y, z) is habitat's
 (x, z, -y); a toolkit yaw (0 = +X) is a rotation of `yaw - pi/2` about habitat's +Y (the
 habitat agent faces -Z at identity, which is the toolkit's +Y).
 
 Procedural houses are exported to `.glb` (structure + one mesh per object, in glTF's Y-up
-frame) and added over an empty stage as STATIC rigid objects: the structure with semantic
-id 0 and each object with its own `semantic_id`, so the semantic sensor reports object ids.
-The navmesh is recomputed at load time from the agent's radius and height with static
-objects included. Real scenes (HM3D, MP3D, Replica `.glb`, or a scene in a
+frame, in world coordinates) and added over an empty stage as STATIC rigid objects at the
+identity pose: the structure with semantic id 0 and each object with its own `semantic_id`,
+so the semantic sensor reports object ids. Templates keep the mesh where it was written
+(`compute_COM_from_shape = False`: habitat's default recentres a mesh on its centre of
+mass, which would pile every object onto the origin). The previous house's objects are
+removed first (`reconfigure` keeps them when the config is unchanged) and the exported
+files are deleted once loaded. The navmesh is recomputed from the agent's radius and height
+with static objects included. Real scenes (HM3D, MP3D, Replica `.glb`, or a scene in a
 `scene_dataset_config.json`) load through `load_scene("<path or scene handle>")`.
+
+Heights are habitat's: a pose's z is the floor under the agent, on every floor of a scan.
+In a procedural house the navmesh also covers furniture tops, so sampled points are kept
+only on the floor (z = 0).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 
 import numpy as np
 
-from embodied.envs.backend import Action, AgentConfig, AgentPose, Frames, SensorConfig, StepOutcome
+from .backend import as_goals, walk_with_oracle
+from .types import Action, AgentConfig, AgentPose, Frames, SensorConfig, StepOutcome
 
 ACTION_NAMES = {Action.MOVE_FORWARD: "move_forward", Action.TURN_LEFT: "turn_left", Action.TURN_RIGHT: "turn_right"}
+ACTION_OF_NAME = {name: action for action, name in ACTION_NAMES.items()}
+FLOOR_TOLERANCE = 0.1  # metres: a procedural sample higher than this stands on furniture
 
 
 def zup_to_habitat(p) -> np.ndarray:
@@ -37,6 +50,20 @@ def zup_to_habitat(p) -> np.ndarray:
 def habitat_to_zup(p) -> np.ndarray:
     x, y, z = (float(v) for v in p)
     return np.array([x, -z, y], dtype=np.float64)
+
+
+def world_frame_template(templates, path: str):
+    """An object template that keeps a mesh written in world coordinates where it is.
+
+    habitat's templates recentre a mesh on its centre of mass by default
+    (`compute_COM_from_shape = True`); our meshes carry their world placement in their
+    vertices and are added at the identity pose, so that recentring must be off.
+    """
+    template = templates.create_new_template(path)
+    template.render_asset_handle = path
+    template.collision_asset_handle = path
+    template.compute_COM_from_shape = False
+    return template
 
 
 def yaw_to_habitat_quat(yaw: float):
@@ -74,7 +101,10 @@ class HabitatBackend:
         self.sim = None
         self._scene_key = None
         self._category_of = {}  # semantic object id -> category id
-        self._tmp = None
+        self._tmp = None  # root of the exported houses; each house's files go once loaded
+        self._houses = 0
+        self._followers = {}  # stop radius -> habitat_sim.nav.GreedyGeodesicFollower
+        self._procedural = False
 
     # ------------------------------------------------------------------ configuration
     def _sim_config(self, scene_id: str):
@@ -120,7 +150,11 @@ class HabitatBackend:
         else:
             self.sim.reconfigure(cfg)
         self.sim.seed(self.seed)
+        # `reconfigure` with an unchanged config returns early and keeps the objects added so
+        # far: clear them, or every house would be stacked on the previous ones.
+        self.sim.get_rigid_object_manager().remove_all_objects()
         self._agent = self.sim.initialize_agent(0)
+        self._followers = {}
 
     def _recompute_navmesh(self) -> None:
         import habitat_sim
@@ -144,36 +178,47 @@ class HabitatBackend:
         if isinstance(scene, str):
             if scene != self._scene_key:
                 self._open(scene)
+                if not self.sim.pathfinder.is_loaded:  # a scan shipped without its .navmesh
+                    self._recompute_navmesh()
                 self._category_of = {}
+                self._procedural = False
                 self._scene_key = scene
             return
         key = ("procedural", scene.seed, scene.to_json())
         if key == self._scene_key:
             return
         self._open("NONE")
-        self._add_procedural(scene)
-        self._recompute_navmesh()
+        house_dir = self._export_dir()
+        try:
+            self._add_procedural(scene, house_dir)
+            self._recompute_navmesh()
+        finally:
+            shutil.rmtree(house_dir, ignore_errors=True)  # loaded: the files are not needed any more
+        self._procedural = True
         self._scene_key = key
 
-    def _add_procedural(self, scene) -> None:
+    def _export_dir(self) -> str:
+        if self._tmp is None:
+            self._tmp = tempfile.mkdtemp(prefix="embodied-habitat-")
+        self._houses += 1  # a fresh name per house: habitat caches assets by file name
+        path = os.path.join(self._tmp, f"house{self._houses}")
+        os.makedirs(path)
+        return path
+
+    def _add_procedural(self, scene, house_dir: str) -> None:
         import habitat_sim
 
-        from embodied.envs.scenes.export import export_glb
+        from .habitat_scene import export_glb
 
-        if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="embodied-habitat-")
-        stem = os.path.join(self._tmp.name, f"house{scene.seed}")
-        object_files = export_glb(scene, stem + ".glb", frame="y_up")
+        structure = os.path.join(house_dir, "structure.glb")
+        object_files = export_glb(scene, structure, frame="y_up")
         templates = self.sim.get_object_template_manager()
         objects = self.sim.get_rigid_object_manager()
         self._category_of = {}
-        for semantic_id, path, category in [(0, stem + ".glb", 0)] + [
+        for semantic_id, path, category in [(0, structure, 0)] + [
             (o.id, str(object_files[o.id]), o.category_id) for o in scene.objects
         ]:
-            template = templates.create_new_template(path)
-            template.render_asset_handle = path
-            template.collision_asset_handle = path
-            templates.register_template(template, path)
+            templates.register_template(world_frame_template(templates, path), path)
             obj = objects.add_object_by_template_handle(path)
             obj.motion_type = habitat_sim.physics.MotionType.STATIC
             obj.semantic_id = semantic_id
@@ -189,10 +234,8 @@ class HabitatBackend:
         self._agent.set_state(state, reset_sensors=True)
 
     def get_agent_pose(self) -> AgentPose:
-        state = self._agent.get_state()
-        position = habitat_to_zup(state.position)
-        position[2] = 0.0  # the toolkit's pose is the base on the floor
-        return AgentPose(position, habitat_quat_to_yaw(state.rotation))
+        state = self._agent.get_state()  # habitat's agent position is its base on the floor
+        return AgentPose(habitat_to_zup(state.position), habitat_quat_to_yaw(state.rotation))
 
     def apply_action(self, action: int) -> StepOutcome:
         action = Action(int(action))
@@ -221,42 +264,71 @@ class HabitatBackend:
         return frames
 
     # ------------------------------------------------------------------ navigation queries
-    def _path(self, a: np.ndarray, b: np.ndarray):
+    def _path(self, a: np.ndarray, goals: np.ndarray):
         import habitat_sim
 
-        path = habitat_sim.ShortestPath()
+        path = habitat_sim.MultiGoalShortestPath()
         path.requested_start = zup_to_habitat(a)
-        path.requested_end = zup_to_habitat(b)
+        path.requested_ends = [zup_to_habitat(g) for g in as_goals(goals)]
         found = self.sim.pathfinder.find_path(path)
         return path if found else None
 
-    def geodesic_distance(self, a: np.ndarray, b: np.ndarray) -> float:
-        path = self._path(a, b)
+    def geodesic_distance(self, a: np.ndarray, goals: np.ndarray) -> float:
+        path = self._path(a, goals)
         return float(path.geodesic_distance) if path is not None else float("inf")
 
-    def shortest_path(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        path = self._path(a, b)
+    def shortest_path(self, a: np.ndarray, goals: np.ndarray) -> np.ndarray:
+        path = self._path(a, goals)
         if path is None:
             return np.zeros((0, 3))
-        points = np.array([habitat_to_zup(p) for p in path.points])
-        points[:, 2] = 0.0
-        return points
+        return np.array([habitat_to_zup(p) for p in path.points]).reshape(-1, 3)
+
+    def next_action(self, goals: np.ndarray, stop_radius: float) -> int:
+        """habitat's own oracle (`GreedyGeodesicFollower`, what habitat-lab's
+        `ShortestPathFollower` wraps) towards the nearest goal."""
+        import habitat_sim
+
+        goals = as_goals(goals)
+        path = self._path(self.get_agent_pose().position, goals)
+        if path is None:
+            return int(Action.STOP)
+        goal = goals[int(getattr(path, "closest_end_point_index", 0))]
+        follower = self._followers.get(stop_radius)
+        if follower is None:
+            follower = habitat_sim.nav.GreedyGeodesicFollower(
+                self.sim.pathfinder, self._agent, goal_radius=stop_radius, stop_key="stop",
+                forward_key=ACTION_NAMES[Action.MOVE_FORWARD], left_key=ACTION_NAMES[Action.TURN_LEFT],
+                right_key=ACTION_NAMES[Action.TURN_RIGHT])
+            self._followers[stop_radius] = follower
+        try:
+            key = follower.next_action_along(zup_to_habitat(goal))
+        except habitat_sim.errors.GreedyFollowerError:  # no action makes progress
+            return int(Action.STOP)
+        return int(ACTION_OF_NAME.get(key, Action.STOP))
+
+    def walk_to(self, goals: np.ndarray, stop_radius: float, max_steps: int) -> list[int]:
+        return walk_with_oracle(self, goals, stop_radius, max_steps)
 
     def sample_navigable_point(self, rng: np.random.Generator) -> np.ndarray:
         # habitat's sampler has its own seed; seeding it from our generator keeps episodes
         # a pure function of the episode seed.
         self.sim.pathfinder.seed(int(rng.integers(2**31)))
-        p = habitat_to_zup(self.sim.pathfinder.get_random_navigable_point())
-        p[2] = 0.0
-        return p
+        for _ in range(100):
+            p = habitat_to_zup(self.sim.pathfinder.get_random_navigable_point())
+            if not self._procedural or abs(p[2]) <= FLOOR_TOLERANCE:
+                return p
+        raise RuntimeError("habitat's navmesh gave no navigable point on the floor in 100 draws")
 
-    def is_navigable(self, point: np.ndarray) -> bool:
-        return bool(self.sim.pathfinder.is_navigable(zup_to_habitat(point)))
+    def is_navigable(self, points: np.ndarray):
+        pts = np.asarray(points, dtype=np.float64)
+        if pts.ndim == 1:
+            return bool(self.sim.pathfinder.is_navigable(zup_to_habitat(pts)))
+        return np.array([self.sim.pathfinder.is_navigable(zup_to_habitat(p)) for p in pts], dtype=bool)
 
     def close(self) -> None:
         if self.sim is not None:
             self.sim.close()
             self.sim = None
         if self._tmp is not None:
-            self._tmp.cleanup()
+            shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
