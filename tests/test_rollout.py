@@ -94,7 +94,7 @@ def test_single_env_and_random_policy_repeat_exactly() -> None:
     def run() -> list:
         env = gym.make("CartPole-v1", max_episode_steps=40)
         policy = RandomPolicy(env.action_space, seed=0)
-        return [r.as_row() for r in rollout(env, policy, n_episodes=3, seed=0)]
+        return [r.comparable() for r in rollout(env, policy, n_episodes=3, seed=0)]
 
     assert run() == run()
 
