@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
@@ -46,6 +47,8 @@ def build_policy(cfg: dict[str, Any], observation_space: gym.Space, action_space
         return policy
     if untrained and name not in PRETRAINED:
         raise ValueError(f"policy.untrained: policy '{name}' has no weights to leave untrained")
+    if name in PRETRAINED:  # `build` forwards **options to its config: check them against it here
+        _check_build_options(name, options)
     policy = POLICIES.make(name, observation_space=observation_space, action_space=action_space, **options)
     if _has_weights(policy) and not untrained:
         raise ValueError(
@@ -53,6 +56,18 @@ def build_policy(cfg: dict[str, Any], observation_space: gym.Space, action_space
             f"Pass policy.checkpoint=DIR (a save_pretrained or training output directory), or "
             f"policy.untrained=true to evaluate it untrained on purpose (smoke tests).")
     return policy
+
+
+_SET_BY_BUILD = ("obs_spec", "n_actions", "action_dim", "vocab")  # derived from the env's spaces and texts
+
+
+def _check_build_options(name: str, options: dict[str, Any]) -> None:
+    cls = PRETRAINED[name]
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    accepted = (fields - set(_SET_BY_BUILD)) | {"texts", "obs_keys"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise TypeError(f"policy '{name}': unknown option(s) {unknown}; accepted options: {sorted(accepted)}")
 
 
 def _check_options(name: str, options: dict[str, Any], policy: Any) -> None:
