@@ -123,7 +123,9 @@ def _worker(index: int, env_fn: Callable[[], gym.Env], conn: Connection, specs: 
             try:
                 if env is None:
                     env = env_fn()
-                if cmd == "reset":
+                if cmd == "make":
+                    conn.send(("make", None, 0.0, False, False, {}))
+                elif cmd == "reset":
                     obs, info = env.reset(seed=args[0], options=args[1])
                     conn.send(("reset", _split(obs, keys, views), 0.0, False, False, _identity(env, info)))
                 elif cmd == "step":
@@ -155,7 +157,9 @@ class _SyncSlot:
         try:
             if self.env is None:
                 self.env = self.env_fn()
-            if cmd == "reset":
+            if cmd == "make":
+                self.result = Result(self.index, "make")
+            elif cmd == "reset":
                 obs, info = self.env.reset(seed=args[0], options=args[1])
                 self.result = Result(self.index, "reset", obs, info=_identity(self.env, info))
             else:
@@ -218,6 +222,8 @@ class _AsyncSlot:
         if kind == "error":
             self.restart()
             return Result(self.index, "error", error=rest)
+        if kind == "make":
+            return Result(self.index, "make")
         return Result(self.index, kind, _join(rest, self.keys, self.views, self.order), reward, term, trunc, info)
 
     def expire(self) -> Result:
@@ -306,6 +312,13 @@ class EnvPool(VectorEnv):
             if slot.pending is not None:
                 raise RuntimeError(f"env {i} still has a '{slot.pending}' command in flight")
             slot.send(cmd, args, self.timeout)
+
+    def prepare(self) -> None:
+        """Build every env now (workers import and construct in parallel) instead of on its first reset:
+        construction errors surface here, and timings after this exclude start-up."""
+        for i in range(self.num_envs):
+            self._send(i, "make", None)
+        self._gather(range(self.num_envs))
 
     def pending(self) -> list[int]:
         """Envs with a command whose result has not been collected."""
