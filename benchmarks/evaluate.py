@@ -117,8 +117,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="navigation repeats (medians are printed)")
     parser.add_argument("--resolution", type=int, default=128)
     args = parser.parse_args()
-    print(f"cores: {len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.2f}; episodes/hour (median of {args.repeats} for navigation, "
-          f"1 run for LIBERO); overhead = evaluator / replay of the same actions - 1")
+    print(f"cores: {len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.2f}; episodes/hour "
+          f"(median of {args.repeats} for navigation, 1 run for LIBERO); overhead = evaluator / replay of the "
+          f"same actions - 1")
     print(f"{'task':<13}{'envs':>5}{'episodes':>9}{'steps/s':>9}{'ep/hour':>10}{'vs 1 env':>9}"
           f"{'replay ep/h':>12}{'overhead':>9}")
     for task in args.tasks:

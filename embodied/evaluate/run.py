@@ -281,8 +281,8 @@ def job_spec(env_name: str, plan: Plan, policy_cfg: dict[str, Any], eval_cfg: An
 
 
 def run_job(job: dict[str, Any], specs: Sequence[EpisodeSpec], on_episode: Any,
-            observer: RolloutObserver | None = None) -> list[EpisodeRecord]:
-    """Build the envs and the policy of `job` and run `specs`; used by both backends."""
+            observer: RolloutObserver | None = None, policy: Any = None) -> list[EpisodeRecord]:
+    """Build the envs (and the policy, unless given) of `job` and run `specs`; used by both backends."""
     from embodied import envs
     from embodied.policies.loading import build_policy
 
@@ -290,7 +290,8 @@ def run_job(job: dict[str, Any], specs: Sequence[EpisodeSpec], on_episode: Any,
     venv = envs.make_vec(job["env"], num_envs=num_envs, vectorization=job["vectorization"], timeout=job["timeout"],
                          **job["env_kwargs"])
     try:
-        policy = build_policy(job["policy"], venv.single_observation_space, venv.single_action_space)
+        if policy is None:
+            policy = build_policy(job["policy"], venv.single_observation_space, venv.single_action_space)
         return rollout(venv, policy, episodes=specs, on_episode=on_episode, max_restarts=job["max_restarts"],
                        observer=observer)
     finally:
@@ -312,10 +313,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     plan = make_plan(env_name, env_kwargs, cfg.eval)
     probe = envs.make(env_name, **plan.env_kwargs)  # checks the options; spaces and settings, no simulator
     job = job_spec(env_name, plan, policy_cfg, cfg.eval)
-    if cfg.eval.backend == "local":  # refuse a bad policy config before anything runs (Ray workers re-check)
-        from embodied.policies.loading import build_policy
+    # A bad policy config (no checkpoint, a typo) is refused before run.json pins this directory to it.
+    from embodied.policies.loading import build_policy
 
-        build_policy(policy_cfg, probe.observation_space, probe.action_space)
+    policy = build_policy(policy_cfg, probe.observation_space, probe.action_space)
+    if cfg.eval.backend == "ray":
+        policy = None  # each Ray worker loads its own copy
     episodes = [[s.index, s.seed, s.options] for s in plan.specs]
     _check_run(out, _jsonable({"env": env_name, "env_kwargs": plan.env_kwargs, "policy": policy_cfg,
                                "seed": int(cfg.eval.seed), "episodes": episodes}))
@@ -327,7 +330,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     try:
         with _sigterm_raises():
             if todo and cfg.eval.backend == "local":
-                run_job(job, todo, store.add, Observers(progress, videos))
+                run_job(job, todo, store.add, Observers(progress, videos), policy=policy)
             elif todo:
                 from embodied.evaluate.ray_backend import run_ray
 
