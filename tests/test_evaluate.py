@@ -131,6 +131,7 @@ class _Sabotage(RolloutObserver):
             os.kill(self.venv.worker_pids()[env_index], self.sig)
 
 
+@pytest.mark.timeout(180)  # a hung worker that is never timed out would hang the test
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "hung"])
 def test_failed_env_worker_is_restarted_and_its_episode_rerun_once(sig: int) -> None:
     reference = rollout(embodied.envs.make_vec("pointnav", expert=True, **SMALL), embodied.policies.make("expert"),
