@@ -7,6 +7,8 @@ env, replay exactly the episodes each env ran, with the same seeds, options and 
 nothing else (no policy, no pool, no records): the time that is the envs' own. Overhead =
 evaluator time / replay time - 1. For reference, N=2 is also run through Gymnasium's
 AsyncVectorEnv (lockstep, frames pickled through pipes), what `make_vec` built before.
+CPU seconds per episode (the parent plus its env workers, against the replay processes) are
+printed too: on a machine shared with other jobs they are far steadier than wall times.
 
     python benchmarks/evaluate.py                 # everything (about 10 minutes on 2 cores)
     python benchmarks/evaluate.py --tasks pointnav --episodes 20
@@ -19,6 +21,7 @@ import multiprocessing as mp
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -49,22 +52,30 @@ class _Actions(RolloutObserver):
         self.actions[spec.index].append(np.asarray(action).copy())
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _replay(name: str, kwargs: dict[str, Any], work: list[tuple[EpisodeSpec, list[Any]]], ready: Any, go: Any,
             out: Any) -> None:
     env = embodied.envs.make(name, **kwargs)
     ready.put(os.getpid())
     go.wait()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for spec, actions in work:
         env.reset(seed=spec.seed, options=spec.options)
         for a in actions:
             env.step(a)
-    out.put(time.perf_counter() - t0)
+    out.put((time.perf_counter() - t0, time.process_time() - c0))
     env.close()
 
 
-def replay_time(name: str, kwargs: dict[str, Any], specs: list[EpisodeSpec], seen: _Actions, n: int) -> float:
-    """Wall time of n processes stepping, with the recorded actions, the episodes each env ran."""
+def replay_time(name: str, kwargs: dict[str, Any], specs: list[EpisodeSpec], seen: _Actions, n: int
+                ) -> tuple[float, float]:
+    """Wall time and total CPU time of n processes stepping, with the recorded actions, the episodes
+    each env ran."""
     ctx = mp.get_context("forkserver")
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     work = {i: [(s, seen.actions[s.index]) for s in specs if seen.env_of[s.index] == i] for i in range(n)}
@@ -75,23 +86,27 @@ def replay_time(name: str, kwargs: dict[str, Any], specs: list[EpisodeSpec], see
         ready.get()
     t0 = time.perf_counter()
     go.set()
-    for _ in procs:
-        out.get()
+    cpu = sum(out.get()[1] for _ in procs)
     wall = time.perf_counter() - t0
     for p in procs:
         p.join()
-    return wall
+    return wall, cpu
 
 
-def evaluator_time(name: str, kwargs: dict[str, Any], specs: list[EpisodeSpec], n: int) -> tuple[float, _Actions, int]:
+def evaluator_time(name: str, kwargs: dict[str, Any], specs: list[EpisodeSpec], n: int
+                   ) -> tuple[float, float, _Actions, int]:
+    """Wall time and CPU time (this process + the env workers) of `rollout` over `specs`."""
     venv = embodied.envs.make_vec(name, num_envs=n, vectorization="sync" if n == 1 else "async", **kwargs)
     seen, policy = _Actions(), embodied.policies.make("expert")  # imports torch: not part of the timing
     venv.prepare()  # workers started and envs built, as the replay's are before its clock starts
+    pids = [p for p in venv.worker_pids() if p is not None]
+    c0 = time.process_time() + sum(_cpu_seconds(p) for p in pids)
     t0 = time.perf_counter()
     records = rollout(venv, policy, episodes=specs, observer=seen)
     wall = time.perf_counter() - t0
+    cpu = time.process_time() + sum(_cpu_seconds(p) for p in venv.worker_pids() if p is not None) - c0
     venv.close()
-    return wall, seen, sum(r.steps for r in records)
+    return wall, cpu, seen, sum(r.steps for r in records)
 
 
 def gym_async_time(name: str, kwargs: dict[str, Any], n_episodes: int, n: int) -> float:
@@ -121,7 +136,7 @@ def main() -> None:
           f"(median of {args.repeats} for navigation, 1 run for LIBERO); overhead = evaluator / replay of the "
           f"same actions - 1")
     print(f"{'task':<13}{'envs':>5}{'episodes':>9}{'steps/s':>9}{'ep/hour':>10}{'vs 1 env':>9}"
-          f"{'replay ep/h':>12}{'overhead':>9}")
+          f"{'replay ep/h':>12}{'overhead':>9}{'cpu s/ep':>9}{'replay':>7}{'cpu overhead':>13}")
     for task in args.tasks:
         name, kwargs = TASKS[task]["env"], {**TASKS[task]["kwargs"], "resolution": args.resolution}
         n_eps = args.libero_episodes if task == "libero" else args.episodes
@@ -133,16 +148,16 @@ def main() -> None:
                 specs = [EpisodeSpec(s.index, s.seed, {"init_state": s.index % 50}) for s in specs]
             runs = []
             for _ in range(repeats):
-                wall, seen, steps = evaluator_time(name, kwargs, specs, n)
-                runs.append((wall, replay_time(name, kwargs, specs, seen, n), steps))
-            wall = statistics.median(r[0] for r in runs)
-            replay = statistics.median(r[1] for r in runs)
-            steps = runs[0][2]
-            eph = len(specs) / wall * 3600
+                wall, cpu, seen, steps = evaluator_time(name, kwargs, specs, n)
+                runs.append((wall, cpu, *replay_time(name, kwargs, specs, seen, n), steps))
+            wall, cpu, replay, replay_cpu = (statistics.median(r[j] for r in runs) for j in range(4))
+            steps, k = runs[0][4], len(specs)
+            eph = k / wall * 3600
             base = eph if n == 1 else base
             ratio = f"{eph / base:.2f}x" if base else "-"
-            print(f"{task:<13}{n:>5}{len(specs):>9}{steps / wall:>9.1f}{eph:>10.0f}{ratio:>9}"
-                  f"{len(specs) / replay * 3600:>12.0f}{wall / replay - 1:>+9.1%}", flush=True)
+            print(f"{task:<13}{n:>5}{k:>9}{steps / wall:>9.1f}{eph:>10.0f}{ratio:>9}"
+                  f"{k / replay * 3600:>12.0f}{wall / replay - 1:>+9.1%}{cpu / k:>9.3f}{replay_cpu / k:>7.3f}"
+                  f"{cpu / replay_cpu - 1:>+13.1%}", flush=True)
         if 2 in args.envs and task != "libero":
             g = statistics.median(gym_async_time(name, kwargs, args.episodes, 2) for _ in range(repeats))
             print(f"{task:<13}{'2*':>5}{args.episodes:>9}{'':>9}{args.episodes / g * 3600:>10.0f}"

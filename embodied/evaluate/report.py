@@ -57,8 +57,8 @@ def markdown_table(runs: dict[str, list[EpisodeRecord]]) -> str:
 
 
 def _length(record: EpisodeRecord) -> float:
-    """Tour length for ObjectRecall-style episodes (`tour_steps` metric), else the episode's steps."""
-    return float(record.metrics.get("tour_steps", record.steps))
+    """Tour length for ObjectRecall episodes (`tour_steps` in the record), else the episode's steps."""
+    return float(record.identity.get("tour_steps") or record.steps)
 
 
 def plot(runs: dict[str, list[EpisodeRecord]], path: Path, bins: int = 5) -> Path:

@@ -34,7 +34,7 @@ from embodied.envs.vector import EnvPool, Result, batch_observations
 
 METRICS_KEY = "metrics"  # envs report running metrics in info["metrics"] (a dict of floats)
 # Reset-info keys that identify an episode; they are copied into its record.
-IDENTITY_KEYS = ("episode_id", "scene", "task", "instruction", "init_state")
+IDENTITY_KEYS = ("episode_id", "scene", "task", "instruction", "init_state", "tour_steps")
 
 
 @dataclass(frozen=True)
