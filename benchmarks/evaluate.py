@@ -5,8 +5,9 @@ For each task and env count N the expert policy is evaluated through `rollout` o
 (sync for N=1, async workers for N>1); its actions are recorded. Then N plain processes, one per
 env, replay exactly the episodes each env ran, with the same seeds, options and actions, and
 nothing else (no policy, no pool, no records): the time that is the envs' own. Overhead =
-evaluator time / replay time - 1. For reference, N=2 is also run through Gymnasium's
-AsyncVectorEnv (lockstep, frames pickled through pipes), what `make_vec` built before.
+evaluator time / replay time - 1. Every measurement runs in a fresh process (cold caches). For
+reference, N=2 is also run through Gymnasium's AsyncVectorEnv (lockstep, frames pickled through
+pipes), what `make_vec` built before.
 CPU seconds per episode (the parent plus its env workers, against the replay processes) are
 printed too: on a machine shared with other jobs they are far steadier than wall times.
 
@@ -93,6 +94,22 @@ def replay_time(name: str, kwargs: dict[str, Any], specs: list[EpisodeSpec], see
     return wall, cpu
 
 
+def _call(fn: Any, args: tuple, out: Any) -> None:
+    out.put(fn(*args))
+
+
+def fresh(fn: Any, *args: Any) -> Any:
+    """Run fn(*args) in a new process: every measurement starts with cold caches (the navigation
+    tasks cache generated houses per process, which would favour whoever ran before)."""
+    ctx = mp.get_context("forkserver")
+    out = ctx.Queue()
+    p = ctx.Process(target=_call, args=(fn, args, out))
+    p.start()
+    result = out.get()
+    p.join()
+    return result
+
+
 def evaluator_time(name: str, kwargs: dict[str, Any], specs: list[EpisodeSpec], n: int
                    ) -> tuple[float, float, _Actions, int]:
     """Wall time and CPU time (this process + the env workers) of `rollout` over `specs`."""
@@ -148,7 +165,7 @@ def main() -> None:
                 specs = [EpisodeSpec(s.index, s.seed, {"init_state": s.index % 50}) for s in specs]
             runs = []
             for _ in range(repeats):
-                wall, cpu, seen, steps = evaluator_time(name, kwargs, specs, n)
+                wall, cpu, seen, steps = fresh(evaluator_time, name, kwargs, specs, n)
                 runs.append((wall, cpu, *replay_time(name, kwargs, specs, seen, n), steps))
             wall, cpu, replay, replay_cpu = (statistics.median(r[j] for r in runs) for j in range(4))
             steps, k = runs[0][4], len(specs)
@@ -159,7 +176,7 @@ def main() -> None:
                   f"{k / replay * 3600:>12.0f}{wall / replay - 1:>+9.1%}{cpu / k:>9.3f}{replay_cpu / k:>7.3f}"
                   f"{cpu / replay_cpu - 1:>+13.1%}", flush=True)
         if 2 in args.envs and task != "libero":
-            g = statistics.median(gym_async_time(name, kwargs, args.episodes, 2) for _ in range(repeats))
+            g = statistics.median(fresh(gym_async_time, name, kwargs, args.episodes, 2) for _ in range(repeats))
             print(f"{task:<13}{'2*':>5}{args.episodes:>9}{'':>9}{args.episodes / g * 3600:>10.0f}"
                   f"{(args.episodes / g * 3600) / base:>8.2f}x   (* Gymnasium AsyncVectorEnv, the previous path)",
                   flush=True)
