@@ -3,55 +3,29 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from embodied.config import CONFIG_PATH, component_kwargs, register_configs
+from embodied.config import CONFIG_PATH, register_configs
 
 register_configs()
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="evaluate", version_base="1.3")
 def eval_main(cfg: DictConfig) -> None:
-    """Roll a policy out in an environment, print the metrics table, write outputs."""
-    from embodied import envs, policies
-    from embodied.evaluate import format_table, rollout, summarize
+    """Evaluate a policy: resumable, vectorised, LIBERO suites, Ray (embodied/evaluate/run.py)."""
+    from embodied.evaluate.run import evaluate
 
-    out = Path(cfg.eval.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    env_name, env_kwargs = component_kwargs(cfg.env)
-    policy_name, policy_kwargs = component_kwargs(cfg.policy)
-    venv = envs.make_vec(
-        env_name, num_envs=cfg.eval.num_envs, vectorization=cfg.eval.vectorization, **env_kwargs
-    )
-    policy = policies.make(
-        policy_name,
-        observation_space=venv.single_observation_space,
-        action_space=venv.single_action_space,
-        **policy_kwargs,
-    )
-    with open(out / "episodes.jsonl", "a") as log:  # one line per finished episode, flushed
-        def write(record) -> None:
-            log.write(json.dumps(record.as_row()) + "\n")
-            log.flush()
-
-        records = rollout(venv, policy, cfg.eval.episodes, seed=cfg.eval.seed, on_episode=write)
-    venv.close()
-    summary = summarize(records)
-    _write_json_atomic(out / "summary.json", {"config": OmegaConf.to_container(cfg, resolve=True), "metrics": summary})
-    print(format_table({f"{policy_name} @ {env_name}": summary}))
-    print(f"outputs: {out}")
+    evaluate(cfg)
 
 
-def _write_json_atomic(path: Path, data: object) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+def report_main(argv: list[str] | None = None) -> None:
+    """`embodied-report RUN_DIR...`: compare evaluation runs (embodied/evaluate/report.py)."""
+    from embodied.evaluate.report import main
+
+    main(sys.argv[1:] if argv is None else argv)
 
 
 def _not_available(what: str) -> None:

@@ -8,7 +8,7 @@ themselves (an unknown option fails with the list of accepted ones).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -18,12 +18,30 @@ CONFIG_PATH = "pkg://embodied.conf"
 
 
 @dataclass
+class RayConfig:
+    address: str | None = None  # an existing cluster ("auto", "ray://host:10001"); null: start a local one
+    num_cpus: int | None = None  # CPUs of the local cluster (null: all)
+    workers: int = 2  # actors, each with eval.num_envs envs and its own policy
+    cpus_per_worker: float = 1.0
+    chunk: int = 4  # episodes per task handed to an actor
+    max_retries: int = 3  # times a chunk is rescheduled after losing its actor
+
+
+@dataclass
 class EvalConfig:
-    episodes: int = 10
-    seed: int = 0
+    episodes: int | None = None  # null: every episode of env.episodes / of the LIBERO suite; 10 procedural
+    seed: int = 0  # episode k is reset with seed + k
     num_envs: int = 1
     vectorization: str = "sync"  # sync | async
-    output_dir: str = "${hydra:runtime.output_dir}"
+    backend: str = "local"  # local | ray
+    tasks: Any = None  # LIBERO: null = env.task_id (all tasks when that is null) | list of task ids
+    init_states: Any = None  # LIBERO: null = the protocol's 50 | n (the first n) | list of indices
+    worker_timeout: float | None = 600.0  # seconds an async env worker may take per step/reset
+    max_restarts: int = 2  # re-runs of one episode after its env worker died or hung
+    videos: int = 2  # film episodes 0..videos-1
+    video_fps: int = 10
+    progress: bool = True
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 def register_configs() -> None:

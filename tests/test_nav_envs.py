@@ -144,7 +144,7 @@ def test_async_vector_env_rollout() -> None:
     venv.close()
     sync = rollout(embodied.envs.make_vec("pointnav", num_envs=1, expert=True, **SMALL),
                    embodied.policies.make("expert"), n_episodes=3, seed=0)
-    assert [r.as_row() | {"env_index": 0} for r in records] == [r.as_row() | {"env_index": 0} for r in sync]
+    assert [r.comparable() for r in records] == [r.comparable() for r in sync]
 
 
 def test_out_of_process_backend_gives_the_same_observations() -> None:

@@ -94,7 +94,7 @@ def test_single_env_and_random_policy_repeat_exactly() -> None:
     def run() -> list:
         env = gym.make("CartPole-v1", max_episode_steps=40)
         policy = RandomPolicy(env.action_space, seed=0)
-        return [r.as_row() for r in rollout(env, policy, n_episodes=3, seed=0)]
+        return [r.comparable() for r in rollout(env, policy, n_episodes=3, seed=0)]
 
     assert run() == run()
 
@@ -111,3 +111,43 @@ def test_summary_table() -> None:
 def test_bad_episode_count() -> None:
     with pytest.raises(ValueError, match="n_episodes"):
         rollout(make_vec(1, AutoresetMode.DISABLED), TrackingPolicy(), n_episodes=0)
+
+
+# ----------------------------------------------------------------------------- EnvPool (make_vec's vector env)
+def _pool(n: int, vectorization: str):
+    from functools import partial
+
+    from embodied.envs.vector import EnvPool
+
+    return EnvPool([partial(gym.make, "CartPole-v1", max_episode_steps=60)] * n, vectorization=vectorization)
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_env_pool_rows_stay_aligned_and_records_match_one_env(vectorization: str) -> None:
+    one = rollout(_pool(1, "sync"), TrackingPolicy(), n_episodes=7, seed=5)
+    policy = TrackingPolicy()
+    pool = _pool(3, vectorization)
+    try:
+        many = rollout(pool, policy, n_episodes=7, seed=5)
+    finally:
+        pool.close()
+    assert [r.comparable() for r in many] == [r.comparable() for r in one]
+    assert sum(len(p) for p in policy.pauses) == 3
+    firsts = {tuple(np.round(h[0], 6)) for h in policy.finished if h}
+    expected = {tuple(np.round(gym.make("CartPole-v1").reset(seed=5 + k)[0], 6)) for k in range(7)}
+    assert firsts == expected  # every row's episode starts at its own seeded reset
+
+
+def test_env_pool_is_a_gymnasium_vector_env_with_reset_masks() -> None:
+    pool = _pool(2, "async")
+    try:
+        obs, _ = pool.reset(seed=[1, 2])
+        assert obs.shape == (2, 4)
+        np.testing.assert_allclose(obs[1], gym.make("CartPole-v1").reset(seed=2)[0], rtol=1e-6)
+        obs2, reward, term, trunc, _ = pool.step(np.array([0, 1]))
+        assert obs2.shape == (2, 4) and reward.tolist() == [1.0, 1.0] and not term.any() and not trunc.any()
+        obs3, _ = pool.reset(seed=[None, 9], options={"reset_mask": np.array([False, True])})
+        np.testing.assert_allclose(obs3[0], obs2[0])  # env 0 untouched
+        np.testing.assert_allclose(obs3[1], gym.make("CartPole-v1").reset(seed=9)[0], rtol=1e-6)
+    finally:
+        pool.close()

@@ -15,12 +15,12 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
+from embodied.envs.vector import VECTORIZATION, EnvPool
 from embodied.registry import Registry, check_kwargs
 
 # name -> Gymnasium id; the id's entry point is the class whose options `make` checks.
 ENV_IDS: dict[str, str] = {}
 ENVS: Registry[gym.Env] = Registry("environment")
-VECTORIZATION = ("sync", "async")
 
 
 def register(name: str, gym_id: str, entry_point: str, **defaults: Any) -> None:
@@ -31,14 +31,16 @@ def register(name: str, gym_id: str, entry_point: str, **defaults: Any) -> None:
     ENVS.register(name)(partial(_make_gym, gym_id))
 
 
-def _make_gym(gym_id: str, **kwargs: Any) -> gym.Env:
+def _entry_point(gym_id: str) -> Any:
     spec = gym.spec(gym_id)
     if callable(spec.entry_point):
-        entry = spec.entry_point
-    else:
-        module, attr = spec.entry_point.split(":")
-        entry = getattr(__import__(module, fromlist=[attr]), attr)
-    check_kwargs(entry, kwargs, what=f"environment '{gym_id}'")
+        return spec.entry_point
+    module, attr = spec.entry_point.split(":")
+    return getattr(__import__(module, fromlist=[attr]), attr)
+
+
+def _make_gym(gym_id: str, **kwargs: Any) -> gym.Env:
+    check_kwargs(_entry_point(gym_id), kwargs, what=f"environment '{gym_id}'")
     return gym.make(gym_id, **kwargs)
 
 
@@ -52,21 +54,28 @@ def make_vec(
     num_envs: int = 1,
     vectorization: str = "sync",
     autoreset_mode: AutoresetMode = AutoresetMode.DISABLED,
+    timeout: float | None = None,
     **kwargs: Any,
 ) -> VectorEnv:
-    """Build `num_envs` copies as a Gymnasium VectorEnv.
+    """Build `num_envs` copies as a vector env.
 
-    Autoreset is DISABLED by default: the evaluation loop resets finished envs with a mask
-    and a per-episode seed, which makes episodes independent of finishing order. `async`
-    uses the `forkserver` start method: simulators create their GL context lazily inside
-    the worker, and forking a live EGL context hangs (see docs/architecture.md).
+    With autoreset DISABLED (the default) this is an `EnvPool` (embodied/envs/vector.py): a
+    Gymnasium VectorEnv whose envs can also be stepped and reset one by one, with frames in shared
+    memory, a `timeout` (seconds, async) per command and restarted workers. The evaluation loop
+    resets finished envs with a per-episode seed, which makes episodes independent of finishing
+    order. Other autoreset modes give Gymnasium's own Sync/AsyncVectorEnv. `async` uses the
+    `forkserver` start method: simulators create their GL context lazily inside the worker, and
+    forking a live EGL context hangs (see docs/architecture.md).
     """
     if vectorization not in VECTORIZATION:
         raise ValueError(f"vectorization must be one of {list(VECTORIZATION)}, got '{vectorization}'")
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     ENVS.get(name)  # fail early, listing valid names
+    check_kwargs(_entry_point(ENV_IDS[name]), kwargs, what=f"environment '{ENV_IDS[name]}'")
     fns = [partial(make, name, **kwargs) for _ in range(num_envs)]
+    if autoreset_mode == AutoresetMode.DISABLED:
+        return EnvPool(fns, vectorization=vectorization, timeout=timeout)
     if vectorization == "sync":
         return SyncVectorEnv(fns, autoreset_mode=autoreset_mode)
     # Text observations (instructions) are broken with shared memory in gymnasium 1.4.
@@ -88,4 +97,4 @@ def _register_builtin() -> None:
 
 _register_builtin()
 
-__all__ = ["ENVS", "ENV_IDS", "make", "make_vec", "names", "register"]
+__all__ = ["ENVS", "ENV_IDS", "EnvPool", "make", "make_vec", "names", "register"]

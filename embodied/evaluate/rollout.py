@@ -1,19 +1,25 @@
-"""`rollout`: run a policy for N episodes in a (vector) environment and collect metrics.
+"""`rollout`: run a policy for N episodes in a (vector) environment and collect records.
 
-The loop keeps the policy's rows aligned with the environments under every Gymnasium
-autoreset mode, and pauses environments that have no episode left (telling the policy
-which rows to drop), as habitat-baselines' evaluator does.
+The loop keeps the policy's rows aligned with the environments: on every reset the rows of the
+envs that start an episode are reset; an env with no episode left is paused (the policy drops its
+row, as habitat-baselines' evaluator does) and is never stepped again.
 
-Determinism: with `AutoresetMode.DISABLED` (what `embodied.envs.make_vec` builds)
-episode k is always reset with seed `seed + k`, whichever environment runs it and
-whenever it finishes, so the same seed gives the same episodes and the same metrics
-for any number of environments. Under NEXT_STEP / SAME_STEP the environments reset
-themselves from their own RNG; results are still repeatable for a fixed `num_envs`.
+On an `EnvPool` (what `embodied.envs.make_vec` builds) the envs run decoupled: an env that is
+resetting does not hold the others back. The policy still acts on every active row at once (its
+contract); a resetting env's row gets its last observation and its action is dropped: that row is
+reset before its new episode's first observation, so the extra calls change nothing.
+
+Determinism: episode k is reset with its spec's seed (`seed + k` by default), whichever env runs
+it and whenever it finishes, so the same seed gives the same episodes and, for a policy whose rows
+do not interact, the same records for any number of envs. Gymnasium vector envs under NEXT_STEP /
+SAME_STEP reset themselves from their own RNG; results are then repeatable for a fixed `num_envs`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,12 +30,32 @@ if TYPE_CHECKING:
     from embodied.policies.base import Policy
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
+from embodied.envs.vector import EnvPool, Result, batch_observations
+
 METRICS_KEY = "metrics"  # envs report running metrics in info["metrics"] (a dict of floats)
+# Reset-info keys that identify an episode; they are copied into its record.
+IDENTITY_KEYS = ("episode_id", "scene", "task", "instruction", "init_state", "tour_steps")
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """What one episode is: its index in the run, its reset seed and its reset options."""
+
+    index: int
+    seed: int | None
+    options: dict[str, Any] | None = None
+
+
+def episode_plan(n_episodes: int, seed: int = 0) -> list[EpisodeSpec]:
+    """Episodes 0..n-1 with seeds seed+k: the default plan."""
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
+    return [EpisodeSpec(k, seed + k) for k in range(n_episodes)]
 
 
 @dataclass
 class EpisodeRecord:
-    """One finished episode: its identity, length, return and the env's final metrics."""
+    """One finished episode: its identity, length, return, final metrics and wall time."""
 
     episode: int
     seed: int | None
@@ -37,16 +63,54 @@ class EpisodeRecord:
     steps: int
     episode_return: float
     metrics: dict[str, float] = field(default_factory=dict)
+    identity: dict[str, Any] = field(default_factory=dict)  # IDENTITY_KEYS found in the reset info
+    success: float | None = None
+    wall_time: float = 0.0
+    restarts: int = 0  # times its env worker failed and the episode was re-run
 
     def as_row(self) -> dict[str, Any]:
         return {
             "episode": self.episode,
             "seed": self.seed,
             "env_index": self.env_index,
+            **{k: self.identity.get(k) for k in IDENTITY_KEYS},
+            "success": self.success,
             "steps": self.steps,
             "return": self.episode_return,
-            **self.metrics,
+            "wall_time": self.wall_time,
+            "restarts": self.restarts,
+            "metrics": dict(self.metrics),
         }
+
+    def comparable(self) -> dict[str, Any]:
+        """The row without what depends on timing or placement (wall time, env index, restarts):
+        equal across runs, env counts and backends for a deterministic policy."""
+        row = self.as_row()
+        for key in ("wall_time", "env_index", "restarts"):
+            row.pop(key)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> EpisodeRecord:
+        return cls(episode=int(row["episode"]), seed=row["seed"], env_index=int(row["env_index"]),
+                   steps=int(row["steps"]), episode_return=float(row["return"]), metrics=dict(row["metrics"]),
+                   identity={k: row.get(k) for k in IDENTITY_KEYS if row.get(k) is not None},
+                   success=row.get("success"), wall_time=float(row.get("wall_time", 0.0)),
+                   restarts=int(row.get("restarts", 0)))
+
+
+class RolloutObserver:
+    """Hooks into the loop (videos, progress); every method is optional. Called in the loop's thread:
+    keep them cheap and hand heavy work to another thread."""
+
+    def episode_start(self, env_index: int, spec: EpisodeSpec, obs: Any, info: dict[str, Any]) -> None:
+        pass
+
+    def step(self, env_index: int, spec: EpisodeSpec, action: Any, obs: Any, info: dict[str, Any]) -> None:
+        pass
+
+    def episode_end(self, record: EpisodeRecord) -> None:
+        pass
 
 
 def as_vector_env(env: gym.Env | VectorEnv) -> VectorEnv:
@@ -84,8 +148,8 @@ def _select(obs: Any, rows: list[int]) -> Any:
 class _Episodes:
     """Hands out episode indices and seeds, and tracks each env's running episode."""
 
-    def __init__(self, n_episodes: int, seed: int, num_envs: int, seeded: bool) -> None:
-        self.n_episodes, self.seed, self.seeded = n_episodes, seed, seeded
+    def __init__(self, specs: list[EpisodeSpec], num_envs: int, seeded: bool) -> None:
+        self.specs, self.n_episodes, self.seeded = specs, len(specs), seeded
         self.next_index = 0
         self.current = [-1] * num_envs
         self.steps = np.zeros(num_envs, dtype=np.int64)
@@ -98,7 +162,10 @@ class _Episodes:
         self.current[env_index] = k
         self.steps[env_index] = 0
         self.returns[env_index] = 0.0
-        return self.seed + k if self.seeded else None
+        return self.seed_of(k)
+
+    def seed_of(self, k: int) -> int | None:
+        return self.specs[k].seed if self.seeded else None
 
     def exhausted(self) -> bool:
         return self.next_index >= self.n_episodes
@@ -107,37 +174,184 @@ class _Episodes:
         k = self.current[env_index]
         metrics = {name: float(v) for name, v in info.get(METRICS_KEY, {}).items()}
         return EpisodeRecord(
-            episode=k,
-            seed=self.seed + k if self.seeded else None,
+            episode=self.specs[k].index,
+            seed=self.seed_of(k),
             env_index=env_index,
             steps=int(self.steps[env_index]),
             episode_return=float(self.returns[env_index]),
             metrics=metrics,
+            success=_success(metrics, info),
         )
 
 
 def rollout(
     env: gym.Env | VectorEnv,
     policy: Policy,
-    n_episodes: int,
+    n_episodes: int | None = None,
     seed: int = 0,
     pause_action: Any = None,
     on_episode: Callable[[EpisodeRecord], None] | None = None,
+    episodes: Sequence[EpisodeSpec] | None = None,
+    max_restarts: int = 2,
+    observer: RolloutObserver | None = None,
 ) -> list[EpisodeRecord]:
-    """Run `policy` for `n_episodes` episodes and return their records, sorted by episode.
+    """Run `policy` for `n_episodes` episodes (or the given `episodes` specs) and return their
+    records, sorted by episode.
 
-    `on_episode` is called with each record as soon as its episode ends (in finishing
-    order), so a caller can write results incrementally and lose nothing on a crash.
+    `on_episode` is called with each record as soon as its episode ends (in finishing order), so a
+    caller can write results incrementally and lose nothing on a crash. On an `EnvPool`, an env
+    worker that dies or hangs is restarted and its episode re-run from its reset, at most
+    `max_restarts` times per episode (then a `RuntimeError`); the record is produced once.
 
-    `pause_action` is sent to paused environments (their results are ignored); it defaults
-    to a seeded sample of the action space.
+    `pause_action` only matters for Gymnasium vector envs, which must step every env: it is sent to
+    paused ones (their results are ignored) and defaults to a seeded sample of the action space.
     """
-    if n_episodes < 1:
-        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
-    venv = as_vector_env(env)
+    if episodes is None:
+        if n_episodes is None:
+            raise ValueError("give n_episodes or episodes")
+        specs = episode_plan(n_episodes, seed)
+    else:
+        specs = list(episodes)
+        if not specs:
+            raise ValueError("episodes is empty: nothing to run")
+    if isinstance(env, EnvPool):
+        return _rollout_pool(env, policy, specs, on_episode, max_restarts, observer or RolloutObserver())
+    if not isinstance(env, VectorEnv):
+        return _rollout_pool(EnvPool.of(env), policy, specs, on_episode, max_restarts,
+                             observer or RolloutObserver())
+    if any(s.options for s in specs):
+        raise ValueError("per-episode reset options need an EnvPool (embodied.envs.make_vec); got a "
+                         f"{type(env).__name__}")
+    return _rollout_gym_vector(env, policy, specs, seed, pause_action, on_episode)
+
+
+@dataclass
+class _Run:
+    spec: EpisodeSpec
+    start: float
+    steps: int = 0
+    ret: float = 0.0
+    identity: dict[str, Any] = field(default_factory=dict)
+    resetting: bool = True
+    last_action: Any = None
+
+
+def _identity(info: dict[str, Any], obs: Any) -> dict[str, Any]:
+    out = {k: _plain(info[k]) for k in IDENTITY_KEYS if info.get(k) is not None}
+    if "instruction" not in out and isinstance(obs, dict) and isinstance(obs.get("instruction"), str):
+        out["instruction"] = obs["instruction"]
+    return out
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _success(metrics: dict[str, float], info: dict[str, Any]) -> float | None:
+    if "success" in metrics:
+        return float(metrics["success"])
+    if "is_success" in info:
+        return float(bool(info["is_success"]))
+    return None
+
+
+def _rollout_pool(
+    pool: EnvPool,
+    policy: Policy,
+    specs: list[EpisodeSpec],
+    on_episode: Callable[[EpisodeRecord], None] | None,
+    max_restarts: int,
+    observer: RolloutObserver,
+) -> list[EpisodeRecord]:
+    queue = deque(specs)
+    runs: list[_Run | None] = [None] * pool.num_envs
+    last_obs: list[Any] = [None] * pool.num_envs
+    restarts: dict[int, int] = {}
+    records: list[EpisodeRecord] = []
+
+    def start(i: int, spec: EpisodeSpec) -> None:
+        runs[i] = _Run(spec, time.perf_counter())
+        pool.send_reset(i, spec.seed, spec.options)
+
+    for i in range(pool.num_envs):
+        if queue:
+            start(i, queue.popleft())
+    active = list(range(pool.num_envs))  # active[row] = env index
+    policy.reset(np.ones(pool.num_envs, dtype=bool))
+    _pause(policy, active, [i for i in range(pool.num_envs) if runs[i] is None])
+    try:
+        while active:
+            stepping = [i for i in active if not runs[i].resetting]
+            results = pool.poll(wait_for=stepping)
+            results += pool.poll(timeout=0)  # resets a sync pool ran while we handled the steps
+            new_rows, to_pause = [], []
+            for r in results:
+                i, run = r.index, runs[r.index]
+                if r.kind == "error":
+                    k = run.spec.index
+                    restarts[k] = restarts.get(k, 0) + 1
+                    if restarts[k] > max_restarts:
+                        raise RuntimeError(f"episode {k} failed {restarts[k]} times; last error:\n{r.error}")
+                    start(i, run.spec)  # re-run from its reset: nothing of the failed try is kept
+                    continue
+                last_obs[i] = r.obs
+                if r.kind == "reset":
+                    run.resetting, run.identity = False, _identity(r.info, r.obs)
+                    new_rows.append(i)
+                    observer.episode_start(i, run.spec, r.obs, r.info)
+                    continue
+                run.steps += 1
+                run.ret += r.reward
+                observer.step(i, run.spec, run.last_action, r.obs, r.info)
+                if r.terminated or r.truncated:
+                    record = _finish(i, run, r, restarts.get(run.spec.index, 0))
+                    records.append(record)
+                    observer.episode_end(record)
+                    if on_episode is not None:
+                        on_episode(record)
+                    if queue:
+                        start(i, queue.popleft())
+                    else:
+                        to_pause.append(i)
+            _pause(policy, active, to_pause)
+            if new_rows:
+                policy.reset(np.array([i in new_rows for i in active], dtype=bool))
+            ready = [i for i in active if not runs[i].resetting]
+            if not ready or any(last_obs[i] is None for i in active):
+                continue  # nothing to step, or a first reset still out: wait for it
+            actions = policy.act(batch_observations([last_obs[i] for i in active]))
+            for row, i in enumerate(active):
+                if not runs[i].resetting:
+                    runs[i].last_action = actions[row]
+                    pool.send_step(i, actions[row])
+    finally:
+        pool.poll(wait_for=pool.pending(), timeout=5.0)  # an interrupt: drain what is in flight
+    records.sort(key=lambda r: r.episode)
+    return records
+
+
+def _finish(i: int, run: _Run, r: Result, restarts: int) -> EpisodeRecord:
+    metrics = {name: float(v) for name, v in r.info.get(METRICS_KEY, {}).items()}
+    return EpisodeRecord(episode=run.spec.index, seed=run.spec.seed, env_index=i, steps=run.steps,
+                         episode_return=run.ret, metrics=metrics, identity=run.identity,
+                         success=_success(metrics, r.info), wall_time=time.perf_counter() - run.start,
+                         restarts=restarts)
+
+
+def _rollout_gym_vector(
+    venv: VectorEnv,
+    policy: Policy,
+    specs: list[EpisodeSpec],
+    seed: int,
+    pause_action: Any,
+    on_episode: Callable[[EpisodeRecord], None] | None,
+) -> list[EpisodeRecord]:
+    """The loop for Gymnasium vector envs: every env is stepped each time (paused ones with
+    `pause_action`), as their API requires."""
+    n_episodes = len(specs)
     mode = venv.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     num_envs = venv.num_envs
-    episodes = _Episodes(n_episodes, seed, num_envs, seeded=mode == AutoresetMode.DISABLED)
+    episodes = _Episodes(specs, num_envs, seeded=mode == AutoresetMode.DISABLED)
     if pause_action is None:
         venv.single_action_space.seed(seed)
         pause_action = venv.single_action_space.sample()
@@ -186,7 +400,7 @@ def rollout(
             restarting = [i for i in restarting if i in just_reset]
         elif mode == AutoresetMode.DISABLED:
             idle_done = [i for i in range(num_envs) if i not in active and (terminated[i] or truncated[i])]
-            obs = _reset_disabled(venv, obs, episodes, restarting, sorted(set(to_pause + idle_done)), seed)
+            obs = _reset_disabled(venv, obs, episodes, restarting, sorted(set(to_pause + idle_done)))
         if restarting:
             policy.reset(np.array([i in restarting for i in active], dtype=bool))
     records.sort(key=lambda r: r.episode)
@@ -203,7 +417,7 @@ def _pause(policy: Policy, active: list[int], env_indices: list[int]) -> None:
 
 
 def _reset_disabled(
-    venv: VectorEnv, obs: Any, episodes: _Episodes, restarting: list[int], idle: list[int], seed: int
+    venv: VectorEnv, obs: Any, episodes: _Episodes, restarting: list[int], idle: list[int]
 ) -> Any:
     """Reset finished envs by mask: restarted ones with their episode's seed, idle (paused)
     ones with any seed: they are stepped but ignored, and DISABLED forbids stepping a done env."""
@@ -212,6 +426,6 @@ def _reset_disabled(
         return obs
     mask = np.zeros(venv.num_envs, dtype=bool)
     mask[to_reset] = True
-    seeds = [seed + episodes.current[i] if i in restarting else None for i in range(venv.num_envs)]
+    seeds = [episodes.seed_of(episodes.current[i]) if i in restarting else None for i in range(venv.num_envs)]
     new_obs, _ = venv.reset(seed=seeds, options={"reset_mask": mask})
     return new_obs

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -14,11 +14,12 @@ EXPERT_KEY = "expert_action"
 
 
 class RandomPolicy:
-    """Samples uniformly from the action space; seeded, so rollouts repeat exactly."""
+    """Samples uniformly from the action space with its own seeded copy of the space, so the
+    samples depend on `seed` alone (nobody else seeding the env's space changes them)."""
 
-    def __init__(self, action_space: gym.Space, seed: int = 0, **_: Any) -> None:
-        self.action_space = action_space
-        self.action_space.seed(seed)
+    def __init__(self, action_space: gym.Space, seed: int = 0, observation_space: gym.Space | None = None) -> None:
+        self.action_space = copy.deepcopy(action_space)
+        self.action_space.seed(int(seed))
 
     def reset(self, mask: np.ndarray) -> None:  # stateless
         pass
@@ -37,10 +38,13 @@ class ExpertPolicy:
     `expert_action` (the shortest-path follower's or scripted expert's next action).
     Keeping the oracle in the observation, not in a back channel to the simulator, means
     it works unchanged in vector envs, in other processes and in data collection.
+    The spaces are accepted (every policy is built from the env's spaces) and checked.
     """
 
-    def __init__(self, **_: Any) -> None:
-        pass
+    def __init__(self, observation_space: gym.Space | None = None, action_space: gym.Space | None = None) -> None:
+        if isinstance(observation_space, gym.spaces.Dict) and EXPERT_KEY not in observation_space.spaces:
+            raise ValueError(f"the expert policy needs the '{EXPERT_KEY}' observation; build the env with "
+                             f"expert=True (observation keys: {sorted(observation_space.spaces)})")
 
     def reset(self, mask: np.ndarray) -> None:
         pass

@@ -77,6 +77,11 @@ def quat2axisangle(quat: np.ndarray) -> np.ndarray:
     return q[:3] * 2.0 * np.arccos(w) / den
 
 
+def _check_task_id(suite: str, task_id: Any, field: str) -> None:
+    if not isinstance(task_id, (int, np.integer)) or not 0 <= int(task_id) < NUM_TASKS[suite]:
+        raise ValueError(f"{field} must be an int in [0, {NUM_TASKS[suite] - 1}] for suite {suite!r}, got {task_id!r}")
+
+
 def _check_choice(field: str, value: Any, allowed: list[Any] | tuple[Any, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{field} must be one of {list(allowed)}, got {value!r}")
@@ -93,6 +98,8 @@ class LiberoEnv(gym.Env):
     Reset: `reset(seed=s, options={"init_state": i})` uses fixed init state i; without the option the
     index is `seed % num_init_states` (a pure function of the seed), and with neither it cycles
     0, 1, 2, ... per env. Then `protocol.num_steps_wait` no-op steps settle the scene (not counted).
+    `options={"task_id": t}` switches the env to task t of its suite (the simulator is rebuilt, so a
+    suite run orders its episodes task by task); `task_id=None` at construction starts on task 0.
     `terminated` on success (simulator check), `truncated` at `protocol.max_steps[suite]`.
     """
 
@@ -101,7 +108,7 @@ class LiberoEnv(gym.Env):
     def __init__(
         self,
         suite: str = "libero_object",
-        task_id: int = 0,
+        task_id: int | None = 0,
         resolution: int = 128,
         cameras: tuple[str, ...] | list[str] = ("agentview", "wrist"),
         protocol: str = "openvla",
@@ -110,9 +117,8 @@ class LiberoEnv(gym.Env):
         render_mode: str | None = None,
     ) -> None:
         _check_choice("suite", suite, SUITES)
-        if not isinstance(task_id, (int, np.integer)) or not 0 <= int(task_id) < NUM_TASKS[suite]:
-            raise ValueError(f"task_id must be an int in [0, {NUM_TASKS[suite] - 1}] for suite {suite!r}, "
-                             f"got {task_id!r}")
+        task_id = 0 if task_id is None else task_id
+        _check_task_id(suite, task_id, "task_id")
         if not isinstance(resolution, (int, np.integer)) or not 16 <= int(resolution) <= 1024:
             raise ValueError(f"resolution must be an int in [16, 1024] (128 for CPU work, 256 for the protocol), "
                              f"got {resolution!r}")
@@ -125,7 +131,7 @@ class LiberoEnv(gym.Env):
         if render_mode is not None:
             _check_choice("render_mode", render_mode, self.metadata["render_modes"])
 
-        self.suite, self.task_id, self.resolution = suite, int(task_id), int(resolution)
+        self.suite, self.resolution = suite, int(resolution)
         self.cameras, self.fast_render, self.render_mode = cameras, bool(fast_render), render_mode
         self.expert = bool(expert)
         self.protocol: LiberoProtocol = get_protocol(protocol)
@@ -134,15 +140,8 @@ class LiberoEnv(gym.Env):
         benchmark, _ = import_libero()  # cheap (no simulator): fails here with the install hint
         with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints its task order
             self._suite = benchmark.get_benchmark(suite)(task_order_index=0)
-        self._task = self._suite.get_task(self.task_id)
-        self.instruction: str = self._task.language
-        self.task_name: str = self._task.name
-        self._init_states: np.ndarray | None = None
-        self.settings = LiberoSettings(
-            suite=suite, task_id=self.task_id, task=self.task_name, instruction=self.instruction,
-            protocol=self.protocol, max_steps=self.max_steps, resolution=self.resolution, cameras=cameras,
-            fast_render=self.fast_render, hard_reset=not self.fast_render,
-            gl_backend=os.environ.get("MUJOCO_GL", "egl"))
+        self._sim: Any = None  # libero OffScreenRenderEnv, built lazily in the stepping process
+        self._set_task(int(task_id))
 
         r = self.resolution
         obs_spaces: dict[str, spaces.Space] = {
@@ -154,7 +153,6 @@ class LiberoEnv(gym.Env):
         self.observation_space = spaces.Dict(obs_spaces)
         self.action_space = spaces.Box(-1.0, 1.0, (7,), np.float32)
 
-        self._sim: Any = None  # libero OffScreenRenderEnv, built lazily in the stepping process
         self._raw_obs: dict[str, Any] | None = None
         self.init_state_index = -1
         self._next_unseeded = 0
@@ -163,6 +161,26 @@ class LiberoEnv(gym.Env):
         self._expert: Any = None
 
     # ------------------------------------------------------------------ simulator
+    def _set_task(self, task_id: int) -> None:
+        """Point the env at task `task_id` of its suite; a built simulator of another task is closed."""
+        if getattr(self, "task_id", None) == task_id:
+            return
+        if self._sim is not None:
+            with contextlib.suppress(Exception):
+                self._sim.close()
+            self._sim = None
+        self.task_id = task_id
+        self._task = self._suite.get_task(task_id)
+        self.instruction: str = self._task.language
+        self.task_name: str = self._task.name
+        self._init_states: np.ndarray | None = None
+        self._expert = None
+        self.settings = LiberoSettings(
+            suite=self.suite, task_id=task_id, task=self.task_name, instruction=self.instruction,
+            protocol=self.protocol, max_steps=self.max_steps, resolution=self.resolution, cameras=self.cameras,
+            fast_render=self.fast_render, hard_reset=not self.fast_render,
+            gl_backend=os.environ.get("MUJOCO_GL", "egl"))
+
     @property
     def init_states(self) -> np.ndarray:
         if self._init_states is None:
@@ -223,9 +241,12 @@ class LiberoEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, Any], dict[str, Any]]:
         super().reset(seed=seed)
-        unknown = set(options or {}) - {"init_state"}
+        unknown = set(options or {}) - {"init_state", "task_id"}
         if unknown:
-            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; accepted: ['init_state']")
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; accepted: ['init_state', 'task_id']")
+        if options and options.get("task_id") is not None:
+            _check_task_id(self.suite, options["task_id"], "options['task_id']")
+            self._set_task(int(options["task_id"]))
         self.init_state_index = self._resolve_init_state(seed, options)
         sim = self.sim
         # LIBERO re-places the fixtures (bodies without a free joint: cabinet, stove, ...) on every reset

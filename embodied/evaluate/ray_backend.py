@@ -1,0 +1,92 @@
+"""`eval.backend=ray`: shard a run's episodes over Ray actors, each with its own envs and policy.
+
+Episodes go out in chunks of `eval.ray.chunk`; each actor runs one chunk at a time with the same
+`rollout` as the local backend and returns its records, which the driver writes as they come (so
+the files are the local backend's). A chunk whose actor dies is given to a fresh actor, at most
+`eval.ray.max_retries` times; records are only written for chunks that finished, so each episode
+is written once. See docs/evaluation.md for clusters and SLURM.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from embodied.evaluate.rollout import EpisodeRecord, EpisodeSpec
+
+
+class _Worker:
+    """A Ray actor: builds its envs and policy from the job and runs chunks of episodes."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job = job
+
+    def run(self, specs: Sequence[EpisodeSpec]) -> list[dict[str, Any]]:
+        from embodied.evaluate.run import run_job
+
+        return [r.as_row() for r in run_job(self.job, list(specs), on_episode=None)]
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+def _connect(ray: Any, ray_cfg: Any) -> None:
+    if ray.is_initialized():
+        return
+    if ray_cfg.address:
+        ray.init(address=ray_cfg.address, log_to_driver=False)
+    else:  # a local cluster on this machine
+        ray.init(num_cpus=ray_cfg.num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def run_ray(job: dict[str, Any], specs: Sequence[EpisodeSpec], write: Callable[[EpisodeRecord], None],
+            ray_cfg: Any, on_start: Callable[[Any], None] | None = None) -> None:
+    """Run `specs` on Ray actors; `write` gets each record on the driver. `on_start(actor)` is called
+    for every actor launched (tests use it to kill one)."""
+    try:
+        import ray
+        from ray.exceptions import RayActorError, WorkerCrashedError
+    except ImportError as exc:
+        raise ImportError("eval.backend=ray needs Ray: pip install 'embodied[ray]'") from exc
+    _connect(ray, ray_cfg)
+    remote = ray.remote(num_cpus=ray_cfg.cpus_per_worker, max_restarts=0)(_Worker)
+    chunks = [list(specs[i:i + ray_cfg.chunk]) for i in range(0, len(specs), ray_cfg.chunk)]
+    pending: list[tuple[list[EpisodeSpec], int]] = [(c, 0) for c in chunks]
+    idle: list[Any] = []
+    for _ in range(min(ray_cfg.workers, len(chunks))):
+        actor = remote.remote(job)
+        idle.append(actor)
+        if on_start is not None:
+            on_start(actor)
+    in_flight: dict[Any, tuple[Any, list[EpisodeSpec], int]] = {}
+    try:
+        while pending or in_flight:
+            while pending and idle:
+                chunk, tries = pending.pop(0)
+                actor = idle.pop()
+                in_flight[actor.run.remote(chunk)] = (actor, chunk, tries)
+            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+            actor, chunk, tries = in_flight.pop(ref)
+            try:
+                rows = ray.get(ref)
+            except (RayActorError, WorkerCrashedError) as exc:
+                if tries + 1 > ray_cfg.max_retries:
+                    raise RuntimeError(f"episodes {[s.index for s in chunk]} lost {tries + 1} Ray workers") from exc
+                print(f"ray: worker lost ({type(exc).__name__}); rescheduling episodes {[s.index for s in chunk]}",
+                      file=sys.stderr)
+                pending.insert(0, (chunk, tries + 1))
+                actor = remote.remote(job)
+                if on_start is not None:
+                    on_start(actor)
+            else:
+                for row in rows:
+                    write(EpisodeRecord.from_row(row))
+            idle.append(actor)
+    finally:
+        for actor, _, _ in in_flight.values():
+            ray.kill(actor)
+        for actor in idle:
+            ray.kill(actor)
