@@ -117,3 +117,19 @@ def test_success_radius_is_the_episodes(split) -> None:
     _, _, terminated, _, info = env.step(0)
     assert terminated and info["metrics"]["success"] == 1.0 and info["metrics"]["distance_to_goal"] > 3.0
     env.close()
+
+
+def test_trajectories_read_through_the_dataset_api(split) -> None:
+    from embodied.data.reader import open_dataset
+
+    root, truth = split
+    src = open_dataset(root / "val_unseen.json.gz")
+    assert src.num_episodes == 2 and src.tasks == ["Walk to the goal and stop."]
+    ep = src.read(0)
+    n = len(truth[0]["dense"])
+    assert len(ep["action"]) == n and ep["action"][-1] == 0 and (ep["action"][:-1] == 1).all()
+    np.testing.assert_allclose(ep["obs"]["position"], truth[0]["dense"], atol=1e-5)  # Y-up converted to Z-up
+    assert ep["terminated"][-1] and not ep["terminated"][:-1].any()
+    assert list(ep["timestep"]) == list(range(n)) and src.episode_info(1)["episode_id"] == "12"
+    part = src.read(1, frames=np.array([2, 3]), keys=["position"])
+    assert set(part["obs"]) == {"position"} and list(part["timestep"]) == [2, 3]

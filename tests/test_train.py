@@ -97,14 +97,14 @@ def test_corrupt_checkpoint_files_are_named(dataset: Path, tmp_path: Path) -> No
     bare.mkdir()
     (bare / "config.json").write_text(json.dumps({"type": "gru"}))
     (bare / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="config.json"):
+    with pytest.raises(CheckpointError, match=r"config\.json"):
         embodied.policies.from_pretrained(bare)
     weights = model / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # truncated
-    with pytest.raises(CheckpointError, match="model.safetensors"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors"):
         embodied.policies.from_pretrained(model)
     (model / "config.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="config.json"):
+    with pytest.raises(CheckpointError, match=r"config\.json"):
         embodied.policies.from_pretrained(model)
     other = tmp_path / "other"
     assert run_train(train_args(dataset, other, 2)).returncode == 0

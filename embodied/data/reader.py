@@ -84,11 +84,16 @@ class EpisodeSource:
 
 
 def open_dataset(path: str | Path, rename: Mapping[str, str] | None = None) -> EpisodeSource:
-    """A LeRobotDataset v3.0 directory (written by embodied or by LeRobot), or LIBERO /
-    robomimic HDF5 demonstrations (one `.hdf5` file or a directory of them)."""
+    """A LeRobotDataset v3.0 directory (written by embodied or by LeRobot), LIBERO / robomimic
+    HDF5 demonstrations (one `.hdf5` file or a directory of them), or a VLN-CE split
+    (`{split}.json.gz` beside its `{split}_gt.json.gz`: actions and positions, no images)."""
     path = Path(path)
     if (path / F.INFO).exists():
         return LeRobotSource(path, rename=rename)
+    if path.is_file() and path.name.endswith(".json.gz"):
+        from embodied.data.vlnce import VLNCESource
+
+        return VLNCESource(path)
     if path.suffix in (".hdf5", ".h5") or (path.is_dir() and any(path.glob("*.hdf5"))):
         from embodied.data.libero_hdf5 import LiberoHDF5Source
 
