@@ -173,7 +173,7 @@ def test_expert_runs_out_of_process(task: str) -> None:
         venv = embodied.envs.make_vec(task, num_envs=1, expert=True, backend=backend, **SMALL)
         records = rollout(venv, embodied.policies.make("expert"), n_episodes=3, seed=7)
         venv.close()
-        return [r.as_row() for r in records]
+        return [r.comparable() for r in records]
 
     local = run("mujoco")
     remote = run({"name": "mujoco", "python": sys.executable})
