@@ -301,3 +301,28 @@ def test_ema_checkpoint_and_bf16_autocast(dataset: Path, tmp_path: Path) -> None
     torch.testing.assert_close(a.weight.detach(), expected)
     sched = WarmupCosine(total=10, warmup=2, min_ratio=0.1)
     assert [round(sched(i), 3) for i in (0, 1, 2, 9, 10)] == [0.5, 1.0, 1.0, 0.134, 0.1]
+
+
+def test_janus_vln_trains_on_whole_vln_episodes(tmp_path: Path) -> None:
+    from embodied.data.sampling import Collate, EpisodeDataset
+    from embodied.train.batches import make_batches
+
+    root = tmp_path / "vln"
+    collect("vln", {"resolution": 16, "max_episode_steps": 30, "expert": True}, "expert", {}, root, episodes=2,
+            seed=0, progress=False)
+    source = open_dataset(root)
+    policy = embodied.policies.make("janus_vln", observation_space=source.observation_space,
+                                    action_space=source.action_space, texts=source.tasks, dim=16, lm_hidden=16,
+                                    lm_layers=1, lm_heads=2)
+    raw = Collate()([EpisodeDataset(source)[e] for e in range(2)])  # padded to the longer episode
+    batch = {"obs": policy.processor(raw["obs"]), "action": raw["action"], "loss_mask": raw["loss_mask"],
+             "episode_start": raw["episode_start"]}
+    windows = {"obs": {k: np.array(v, dtype=object) if isinstance(v, list) else v.numpy()
+                       for k, v in raw["obs"].items()},
+               "actions": raw["action"].numpy(), "mask": raw["loss_mask"].numpy()}
+    # forward(batch) on the collate's tensors (ids from the processor) equals loss() on raw windows
+    torch.testing.assert_close(policy(batch)["loss"], policy.loss(windows), rtol=1e-5, atol=1e-6)
+    crossing = make_batches(source, policy.processor, window=40, burn_in=0, batch_size=2, seed=0,
+                            sampling="window", target="action", num_workers=0)
+    with pytest.raises(ValueError, match="sampling=episode"):
+        policy(next(crossing(0, 0, 1)))

@@ -154,26 +154,34 @@ class JanusVLNPolicy(PretrainedPolicy):
 
     # ------------------------------------------------------------------ features
     def frame_tokens(self, obs: dict[str, Any]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """[M, ...] observations -> semantic and spatial patch tokens [M, P, 3*p*p] and the tensors."""
-        spec = {k: s for k, s in self.config.obs_spec.items() if s.kind != "text"}
-        x = {k: v.to(self.device()) for k, v in self.processor(obs, list(spec)).items()}
-        c = self.config
+        """[M, ...] raw observations -> semantic and spatial patch tokens [M, P, 3*p*p] and the tensors."""
+        keys = [k for k, s in self.config.obs_spec.items() if s.kind != "text"]
+        x = {k: v.to(self.device()) for k, v in self.processor(obs, keys).items()}
+        return (*self.patch_tokens(x), x)
+
+    def patch_tokens(self, x: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Preprocessed [M, ...] tensors -> semantic and spatial patch tokens [M, P, 3*p*p]."""
+        c, spec = self.config, self.config.obs_spec
         rgb = x[c.rgb_key].float() / spec[c.rgb_key].scale
         depth = x[c.depth_key].float()[..., 0]
         points = backproject(depth, c.hfov) / spec[c.depth_key].scale
-        return patchify(rgb, c.patch), patchify(points, c.patch), x
+        return patchify(rgb, c.patch), patchify(points, c.patch)
 
     def decide(self, fused: Tensor, x: dict[str, Tensor], texts: Sequence[str] | None) -> Tensor:
         """Fused frame tokens [M, P, dim] (+ vector token) + instruction -> action logits [M, n_actions]."""
+        m, device = len(fused), fused.device
+        if texts is not None:
+            ids, tmask = self.backbone.tokenize(texts, device)
+        else:
+            ids = torch.zeros(m, 0, dtype=torch.long, device=device)
+            tmask = torch.zeros(m, 0, dtype=torch.bool, device=device)
+        return self.decide_ids(fused, x, ids, tmask)
+
+    def decide_ids(self, fused: Tensor, x: dict[str, Tensor], ids: Tensor, tmask: Tensor) -> Tensor:
+        """`decide` with the instruction already as ids/mask [M, L]."""
         tokens = self.to_lm(merge_patches(fused, self.grid, self.merge))
         if self.encoder is not None:
             tokens = torch.cat([tokens, self.vec_to_lm(self.encoder(x))[:, None]], dim=1)
-        m = len(tokens)
-        if texts is not None:
-            ids, tmask = self.backbone.tokenize(texts, tokens.device)
-        else:
-            ids = torch.zeros(m, 0, dtype=torch.long, device=tokens.device)
-            tmask = torch.zeros(m, 0, dtype=torch.bool, device=tokens.device)
         return self.head(torch.cat([self.backbone(ids, tmask, tokens)[:, -1], fused.flatten(1)], dim=-1))
 
     def step_logits(self, obs: dict[str, Any]) -> Tensor:
@@ -191,12 +199,43 @@ class JanusVLNPolicy(PretrainedPolicy):
         flat = {k: np.asarray(v).reshape(b * t, *np.shape(v)[2:]) for k, v in obs.items()
                 if k in self.config.obs_spec}
         sem, spa, x = self.frame_tokens(flat)
+        fused = self.window_fused(sem, spa, b, t)
+        texts = list(flat[self.text_key]) if self.text_key else None
+        return self.decide(fused, x, texts).view(b, t, -1)
+
+    def window_fused(self, sem: Tensor, spa: Tensor, b: int, t: int) -> Tensor:
+        """[B*T, P, .] patch tokens of episode-start windows -> fused tokens [B*T, P, dim], each frame
+        attending to what the start+recent caches would hold at its step."""
         mem, c = self.memory, self.config
         s = window_encode(mem.semantic, sem.view(b, t, *sem.shape[1:]), c.n_initial, c.n_recent)
         g = window_encode(mem.spatial, spa.view(b, t, *spa.shape[1:]), c.n_initial, c.n_recent)
-        fused = (s + mem.fusion_weight * mem.merger(g)).flatten(0, 1)
-        texts = list(flat[self.text_key]) if self.text_key else None
-        return self.decide(fused, x, texts).view(b, t, -1)
+        return (s + mem.fusion_weight * mem.merger(g)).flatten(0, 1)
+
+    def forward(self, batch: dict[str, Any], state: TensorState | None = None) -> dict[str, Any]:
+        """Cross-entropy on a tensor batch of whole-episode windows (`train.sampling=episode`): the
+        window pass reproduces the streaming caches from each episode's first frame, so a window must
+        start an episode and hold no other episode's start (padding at its end is fine)."""
+        start = batch["episode_start"]
+        if state is not None or not bool(start[:, 0].all()) or bool(start[:, 1:].any()):
+            raise ValueError("janus_vln trains on whole episodes from their first frame: use "
+                             "train.sampling=episode (windows that cross episodes or carry state are not supported)")
+        if self.backbone.hf_tokenizer is not None:
+            raise ValueError("janus_vln with a Hugging Face backbone tokenises raw instructions: train it through "
+                             "loss(windows), not forward(batch)")
+        obs, device = batch["obs"], self.device()
+        b, t = start.shape
+        x = {k: obs[k].to(device).flatten(0, 1) for k, s in self.config.obs_spec.items() if s.kind != "text"}
+        sem, spa = self.patch_tokens(x)
+        fused = self.window_fused(sem, spa, b, t)
+        if self.text_key is not None:  # the processor's word ids are the tiny backbone's own ids
+            ids = obs[self.text_key].to(device).flatten(0, 1)[:, : self.backbone.max_text_tokens]
+            tmask = ids != 0
+        else:
+            ids = torch.zeros(b * t, 0, dtype=torch.long, device=device)
+            tmask = torch.zeros(b * t, 0, dtype=torch.bool, device=device)
+        logits = self.decide_ids(fused, x, ids, tmask).view(b, t, -1)
+        loss = self.action_loss(logits, batch["action"].to(device), batch["loss_mask"].to(device))
+        return {"loss": loss}
 
     # ------------------------------------------------------------------ Policy protocol
     def initial_state(self, batch_size: int) -> TensorState:
