@@ -24,6 +24,7 @@ from pathlib import Path
 
 POLICIES = ["memoryless", "gru", "hcam_agent", "janus_vln"]
 DIMS = {"memoryless": 64, "gru": 64, "hcam_agent": 64, "janus_vln": 32}
+EPISODES = {"janus_vln"}  # trains on whole episodes (its window pass rebuilds the caches from frame 0)
 
 
 def free_port() -> int:
@@ -38,6 +39,8 @@ def run(policy: str, dataset: Path, out: Path, args: argparse.Namespace, procs: 
            f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", f"train.window={args.window}",
            f"train.num_workers={args.num_workers}", "train.save_every=100000", "train.tensorboard=false",
            "train.device=cpu"]
+    if policy in EPISODES:
+        cmd.append("train.sampling=episode")
     if procs == 1:
         full = [sys.executable, "-m", "embodied.train", *cmd]
     else:
@@ -49,7 +52,7 @@ def run(policy: str, dataset: Path, out: Path, args: argparse.Namespace, procs: 
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     counted = records[args.warmup:]
     step_s = sum(r["step_s"] for r in counted)
-    return {"samples_per_s": sum(r["samples"] * args.window for r in counted) / step_s,
+    return {"samples_per_s": sum(r["frames"] for r in counted) / step_s,
             "data_fraction": sum(r["data_s"] for r in counted) / step_s,
             "step_ms": 1000 * step_s / len(counted)}
 
@@ -83,7 +86,7 @@ def main() -> None:
         print(f"{policy:<12} {one['samples_per_s']:>17.0f} {100 * one['data_fraction']:>8.1f}% "
               f"{two['samples_per_s']:>18.0f} {100 * two['data_fraction']:>8.1f}% "
               f"{two['samples_per_s'] / one['samples_per_s']:>8.2f}x", flush=True)
-    print("samples = frames (windows x window length) trained per second, all ranks together")
+    print("samples = real (not padding) frames trained per second, all ranks together; janus_vln on whole episodes")
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ def train_policy(
                 optim.ema_update(ema, policy, cfg.ema)
             step += 1
             metrics.update(data_s=t_data, step_s=time.perf_counter() - t0,
-                           samples=float(_rows(batch)) * ctx.world_size)
+                           samples=float(_rows(batch)) * ctx.world_size, frames=ctx.all_sum(_frames(batch)))
             if on_step is not None and ctx.is_main:
                 metrics.update(on_step(RunState(step, ema or policy, ctx, metrics)))
             log.step(step, metrics)
@@ -185,6 +185,11 @@ def _train_step(model: torch.nn.Module, policy: PretrainedPolicy, batch: dict[st
 
 def _rows(batch: dict[str, Any]) -> int:
     return int(batch["loss_mask"].shape[0])
+
+
+def _frames(batch: dict[str, Any]) -> float:
+    """Real (not padding) frames in the batch: padding has timestep -1."""
+    return float((batch["timestep"] >= 0).sum()) if "timestep" in batch else float(batch["loss_mask"].numel())
 
 
 def _save(output_dir: Path, step: int, policy: PretrainedPolicy, opt: torch.optim.Optimizer, sched: Any,
