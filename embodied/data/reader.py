@@ -128,7 +128,9 @@ def load_episode_rows(root: Path, with_stats: bool = True) -> list[dict[str, Any
 class LeRobotSource(EpisodeSource):
     """A LeRobotDataset v3.0 directory."""
 
-    cache_files = 4  # parquet tables kept per process (windows of one episode re-read its file)
+    # Parquet tables kept per process, by size: windows re-read the files of the episodes they
+    # touch, and a file is re-parsed on every miss (a few ms). The newest table always stays.
+    cache_bytes = 256 * 2**20
 
     def __init__(self, root: str | Path, rename: Mapping[str, str] | None = None) -> None:
         self.path = Path(root)
@@ -247,7 +249,7 @@ class LeRobotSource(EpisodeSource):
         if table is None:
             table = arrow.read_table(path)
             self._tables[path] = table
-            while len(self._tables) > self.cache_files:
+            while len(self._tables) > 1 and sum(t.nbytes for t in self._tables.values()) > self.cache_bytes:
                 self._tables.popitem(last=False)
         else:
             self._tables.move_to_end(path)
