@@ -91,6 +91,24 @@ def test_round_trip_frames_actions_tasks_depth(tmp_path: Path) -> None:
     assert np.abs(part["obs"]["rgb"].astype(int) - obs["rgb"][[7, 2, 5]]).mean() < 3.0
 
 
+def test_decoded_video_cache_returns_the_frames_asked_for_within_its_budget(tmp_path: Path) -> None:
+    episodes = write(tmp_path, [6, 9, 4])
+    cached, direct = open_dataset(tmp_path), open_dataset(tmp_path)
+    direct.video_cache_bytes = 0  # every read seeks and decodes only its own frames
+    cached.video_cache_bytes = 16 * 16 * 3 * 9 + 16 * 16 * 3 * 4  # episodes 1 and 2, not 0 as well
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        e = int(rng.integers(3))
+        frames = rng.choice(len(episodes[e][1]), size=int(rng.integers(1, 4)), replace=False)
+        got = cached.read(e, frames=frames, keys=["rgb"])["obs"]["rgb"]
+        assert np.array_equal(got, direct.read(e, frames=frames, keys=["rgb"])["obs"]["rgb"])
+        err = np.abs(got.astype(int) - episodes[e][0]["rgb"][frames]).mean(axis=(1, 2, 3))
+        assert err.max() < 3.0, err
+        got[:] = 0  # the caller owns what it got: the cache is not written through
+        assert sum(v.nbytes for v in cached._videos.values()) <= cached.video_cache_bytes
+    assert cached._videos  # it did cache
+
+
 def test_layout_is_lerobot_v3(tmp_path: Path) -> None:
     write(tmp_path, [3, 2])
     info = json.loads((tmp_path / INFO).read_text())

@@ -131,6 +131,10 @@ class LeRobotSource(EpisodeSource):
     # Parquet tables kept per process, by size: windows re-read the files of the episodes they
     # touch, and a file is re-parsed on every miss (a few ms). The newest table always stays.
     cache_bytes = 256 * 2**20
+    # Decoded video frames kept per process, whole episodes at a time: random windows hit the same
+    # episodes again and again, and decoding (seek + decode + YUV->RGB) is most of a window's cost.
+    # 0 turns it off (each read then decodes only the frames it asks for).
+    video_cache_bytes = 512 * 2**20
 
     def __init__(self, root: str | Path, rename: Mapping[str, str] | None = None) -> None:
         self.path = Path(root)
@@ -168,6 +172,7 @@ class LeRobotSource(EpisodeSource):
         self.has_expert_action = F.EXPERT_ACTION in self.features
         self.stats = self._stats()
         self._tables: OrderedDict[Path, pa.Table] = OrderedDict()
+        self._videos: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
 
     # ------------------------------------------------------------------ metadata
     def _check_files(self) -> None:
@@ -284,8 +289,7 @@ class LeRobotSource(EpisodeSource):
             elif self.features[fkey]["dtype"] == "image":  # PNG/JPEG bytes in parquet (e.g. HuggingFaceVLA/libero)
                 out["obs"][name] = _decode_images(rows, fkey, path)
             elif self.features[fkey]["dtype"] == "video":
-                out["obs"][name] = decode(self._video_path(row, fkey), self.fps, frames,
-                                          float(row[f"videos/{fkey}/from_timestamp"]))
+                out["obs"][name] = self._video_frames(episode, fkey, frames)
             else:
                 out["obs"][name] = self._obs_value(self._col(rows, fkey, path), name)
         out["action"] = self._col(rows, "action", path)
@@ -303,6 +307,24 @@ class LeRobotSource(EpisodeSource):
         out["truncated"] = self._col(rows, "next.truncated", path, np.zeros(n, bool)).astype(bool)
         out["timestep"] = self._col(rows, "frame_index", path).astype(np.int64)
         return out
+
+    def _video_frames(self, episode: int, fkey: str, frames: np.ndarray) -> np.ndarray:
+        row = self.rows[episode]
+        path, start = self._video_path(row, fkey), float(row[f"videos/{fkey}/from_timestamp"])
+        shape = self.features[fkey].get("shape") or [0]
+        episode_bytes = int(np.prod(shape)) * int(row["length"])
+        if episode_bytes == 0 or episode_bytes > self.video_cache_bytes:
+            return decode(path, self.fps, frames, start)
+        key = (episode, fkey)
+        video = self._videos.get(key)
+        if video is None:
+            video = decode(path, self.fps, np.arange(int(row["length"])), start)
+            self._videos[key] = video
+            while len(self._videos) > 1 and sum(v.nbytes for v in self._videos.values()) > self.video_cache_bytes:
+                self._videos.popitem(last=False)
+        else:
+            self._videos.move_to_end(key)
+        return video[frames]
 
     def _col(self, rows: pa.Table, fkey: str, path: Path, default: np.ndarray | None = None) -> np.ndarray:
         if fkey not in rows.column_names:
