@@ -222,13 +222,21 @@ def test_a_dataset_written_by_lerobot_trains_a_policy(tmp_path: Path) -> None:
     assert sorted(losses(out)) == [1, 2, 3]
 
 
-def test_periodic_evaluation_logs_success(dataset: Path, tmp_path: Path) -> None:
+def test_periodic_evaluation_logs_success_to_the_log_and_tensorboard(dataset: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     out = tmp_path / "run"
-    r = run_train(train_args(dataset, out, 2, "train.eval_every=2", "train.eval_episodes=2"))
+    args = [a for a in train_args(dataset, out, 2, "train.eval_every=2", "train.eval_episodes=2")
+            if a != "train.tensorboard=false"]  # the default: TensorBoard on
+    r = run_train(args)
     assert r.returncode == 0, r.stderr[-2000:]
     records = read_log(out)
     assert "eval/success" not in records[0] and 0.0 <= records[1]["eval/success"] <= 1.0
     assert "eval/spl" in records[1]
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "eval/success"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
 
 
 def test_tbptt_carries_the_state_across_windows_and_resumes_exactly(dataset: Path, tmp_path: Path) -> None:

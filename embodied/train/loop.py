@@ -271,7 +271,11 @@ def _truncate_after(path: Path, step: int) -> None:
 
 
 def _tensorboard(log_dir: Path, start: int) -> Any:
-    from torch.utils.tensorboard import SummaryWriter
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ImportError("train.tensorboard=true needs the tensorboard package: pip install tensorboard "
+                          "(or set train.tensorboard=false)") from e
 
     return SummaryWriter(str(log_dir), purge_step=start or None)
 
