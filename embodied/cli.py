@@ -9,7 +9,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from embodied.config import CONFIG_PATH, register_configs
+from embodied.conf import register_configs
+from embodied.config import CONFIG_PATH
 
 register_configs()
 

@@ -1,4 +1,5 @@
-"""Typed (structured) configs registered in Hydra's ConfigStore, and config helpers.
+"""Typed (structured) configs that `embodied.conf.register_configs` puts in Hydra's ConfigStore,
+and config helpers.
 
 The typed schemas make Hydra reject a misspelt key (`eval.episods=5`) instead of
 silently ignoring it. The `env`, `policy` and `memory` groups are open: each entry is a
@@ -11,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_PATH = "pkg://embodied.conf"
@@ -42,14 +42,6 @@ class EvalConfig:
     video_fps: int = 10
     progress: bool = True
     ray: RayConfig = field(default_factory=RayConfig)
-
-
-def register_configs() -> None:
-    """Register the structured schemas; call before `@hydra.main` runs (idempotent)."""
-    from embodied.train.config import TrainConfig
-
-    ConfigStore.instance().store(group="eval", name="eval_schema", node=EvalConfig)
-    ConfigStore.instance().store(group="train", name="train_schema", node=TrainConfig)
 
 
 def component_kwargs(cfg: DictConfig | None) -> tuple[str, dict[str, Any]]:

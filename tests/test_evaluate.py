@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 import embodied
-from embodied.config import register_configs
+from embodied.conf import register_configs
 from embodied.envs.nav.episodes import save_episodes
 from embodied.evaluate import RolloutObserver, rollout
 from embodied.evaluate.run import evaluate, make_plan

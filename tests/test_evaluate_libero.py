@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from embodied.config import register_configs
+from embodied.conf import register_configs
 from embodied.envs.libero import libero_available
 from embodied.evaluate.run import evaluate, make_plan
 

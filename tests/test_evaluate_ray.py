@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from embodied.config import register_configs
+from embodied.conf import register_configs
 from embodied.evaluate.rollout import EpisodeRecord
 from embodied.evaluate.run import Plan, job_spec, make_plan, run_job
 
@@ -47,7 +47,7 @@ def test_ray_records_equal_the_local_backend(cluster) -> None:
     job, plan, ray_cfg = _job()
     local = run_job(job, plan.specs, on_episode=None)
     got: list[EpisodeRecord] = []
-    run_ray(job, plan.specs, got.append, ray_cfg)
+    run_ray(job, plan.specs, got.append, ray_cfg, run_job)
     got.sort(key=lambda r: r.episode)
     assert [r.comparable() for r in got] == [r.comparable() for r in local]
 
@@ -73,7 +73,7 @@ def test_lost_ray_worker_has_its_episodes_rescheduled(cluster, capfd) -> None:
         threading.Thread(target=later, daemon=True).start()
 
     got: list[EpisodeRecord] = []
-    run_ray(job, plan.specs, got.append, ray_cfg, on_start=kill_first)
+    run_ray(job, plan.specs, got.append, ray_cfg, run_job, on_start=kill_first)
     assert killed[0] > 0
     assert "worker lost" in capfd.readouterr().err  # the chunk was rescheduled, not silently lost
     assert sorted(r.episode for r in got) == list(range(8))  # each once

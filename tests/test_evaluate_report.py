@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_module
 
-from embodied.config import register_configs
+from embodied.conf import register_configs
 from embodied.evaluate.report import main
 from embodied.evaluate.run import evaluate
 

@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 import embodied
-from embodied.config import register_configs
+from embodied.conf import register_configs
 from embodied.registry import Registry, UnknownNameError
 
 BIN = Path(sys.executable).parent

@@ -9,7 +9,7 @@ See docs/data.md. `episodes.py` keeps the in-memory episodes of the older traini
 
 from embodied.data.episodes import Episode, collect_episodes, episode_windows, normalization_stats
 from embodied.data.format import DatasetError
-from embodied.data.reader import EpisodeSource, LeRobotSource, open_dataset
+from embodied.data.reader import LeRobotSource, open_dataset
 from embodied.data.sampling import (
     PAD,
     Collate,
@@ -19,6 +19,7 @@ from embodied.data.sampling import (
     ShardedSampler,
     WindowDataset,
 )
+from embodied.data.source import EpisodeSource
 from embodied.data.video import VideoSettings
 from embodied.data.writer import DatasetWriter
 

@@ -25,7 +25,7 @@ import numpy as np
 from gymnasium import spaces
 
 from embodied.data.format import DatasetError
-from embodied.data.reader import EpisodeSource
+from embodied.data.source import EpisodeSource
 
 IMAGE_SUFFIXES = ("_rgb", "_image", "_depth")
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from embodied.data.reader import EpisodeSource
+from embodied.data.source import EpisodeSource
 
 PAD = -1  # a sampler index meaning "an all-padding sample" (EpisodeChunkSampler's idle lanes)
 STEP_KEYS = ("action", "expert_action", "reward", "terminated", "truncated", "timestep")

@@ -23,7 +23,7 @@ import numpy as np
 from gymnasium import spaces
 
 from embodied.data.format import DatasetError
-from embodied.data.reader import EpisodeSource
+from embodied.data.source import EpisodeSource
 
 FPS = 10  # no clock in VLN-CE; the navigation envs' render_fps
 

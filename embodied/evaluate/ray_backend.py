@@ -15,17 +15,19 @@ from typing import Any
 
 from embodied.evaluate.rollout import EpisodeRecord, EpisodeSpec
 
+# How an actor runs a chunk: `run_job(job, specs, on_episode=None)` of the evaluator, passed in
+# (a module-level function travels to the actors by reference).
+RunJob = Callable[..., Sequence[EpisodeRecord]]
+
 
 class _Worker:
     """A Ray actor: builds its envs and policy from the job and runs chunks of episodes."""
 
-    def __init__(self, job: dict[str, Any]) -> None:
-        self.job = job
+    def __init__(self, job: dict[str, Any], run_job: RunJob) -> None:
+        self.job, self.run_job = job, run_job
 
     def run(self, specs: Sequence[EpisodeSpec]) -> list[dict[str, Any]]:
-        from embodied.evaluate.run import run_job
-
-        return [r.as_row() for r in run_job(self.job, list(specs), on_episode=None)]
+        return [r.as_row() for r in self.run_job(self.job, list(specs), on_episode=None)]
 
     def pid(self) -> int:
         import os
@@ -43,7 +45,7 @@ def _connect(ray: Any, ray_cfg: Any) -> None:
 
 
 def run_ray(job: dict[str, Any], specs: Sequence[EpisodeSpec], write: Callable[[EpisodeRecord], None],
-            ray_cfg: Any, on_start: Callable[[Any], None] | None = None) -> None:
+            ray_cfg: Any, run_job: RunJob, on_start: Callable[[Any], None] | None = None) -> None:
     """Run `specs` on Ray actors; `write` gets each record on the driver. `on_start(actor)` is called
     for every actor launched (tests use it to kill one)."""
     try:
@@ -57,7 +59,7 @@ def run_ray(job: dict[str, Any], specs: Sequence[EpisodeSpec], write: Callable[[
     pending: list[tuple[list[EpisodeSpec], int]] = [(c, 0) for c in chunks]
     idle: list[Any] = []
     for _ in range(min(ray_cfg.workers, len(chunks))):
-        actor = remote.remote(job)
+        actor = remote.remote(job, run_job)
         idle.append(actor)
         if on_start is not None:
             on_start(actor)
@@ -78,7 +80,7 @@ def run_ray(job: dict[str, Any], specs: Sequence[EpisodeSpec], write: Callable[[
                 print(f"ray: worker lost ({type(exc).__name__}); rescheduling episodes {[s.index for s in chunk]}",
                       file=sys.stderr)
                 pending.insert(0, (chunk, tries + 1))
-                actor = remote.remote(job)
+                actor = remote.remote(job, run_job)
                 if on_start is not None:
                     on_start(actor)
             else:

@@ -26,6 +26,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from embodied.config import component_kwargs
+from embodied.evaluate.ray_backend import run_ray
 from embodied.evaluate.rollout import EpisodeRecord, EpisodeSpec, RolloutObserver, rollout
 from embodied.evaluate.summary import format_table, summarize, summarize_groups
 
@@ -332,9 +333,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             if todo and cfg.eval.backend == "local":
                 run_job(job, todo, store.add, Observers(progress, videos), policy=policy)
             elif todo:
-                from embodied.evaluate.ray_backend import run_ray
-
-                run_ray(job, todo, lambda r: (store.add(r), progress.episode_end(r)), cfg.eval.ray)
+                run_ray(job, todo, lambda r: (store.add(r), progress.episode_end(r)), cfg.eval.ray, run_job)
     except (KeyboardInterrupt, Interrupted):
         status = "interrupted"
     finally:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,7 +41,7 @@ from torch import nn
 
 from embodied.memory.state import TensorState
 from embodied.policies.encoders import KeySpec, ObservationEncoder, WordTokenizer, observation_spec
-from embodied.policies.processor import CheckpointError, PolicyProcessor
+from embodied.policies.processor import CheckpointError, PolicyProcessor, atomic_write
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
@@ -293,10 +293,3 @@ def load_weights(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
     if wrong:
         raise CheckpointError(f"{path}: tensor shapes do not fit the config: {wrong[:8]}")
     return state
-
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write through a temporary file and rename it over `path` (never a half-written file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)

@@ -12,6 +12,8 @@ Saved beside the weights as `policy_preprocessor.json` (keys, kinds) and
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,13 @@ PROCESSOR_CONFIG, PROCESSOR_STATS = "policy_preprocessor.json", "policy_preproce
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, truncated or does not fit the policy; names the file."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write through a temporary file and rename it over `path` (never a half-written file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
 
 
 class PolicyProcessor:
@@ -78,8 +87,6 @@ class PolicyProcessor:
 
     # ------------------------------------------------------------------ files
     def save(self, directory: Path) -> None:
-        from embodied.policies.pretrained import atomic_write
-
         config = {"steps": ["tokenize_text", "normalize_vectors", "to_tensor"], "keys": sorted(self.spec),
                   "normalized": sorted(self.stats)}
         atomic_write(directory / PROCESSOR_CONFIG, lambda p: p.write_text(json.dumps(config, indent=2)))

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from embodied.data.reader import EpisodeSource
 from embodied.data.sampling import Collate, EpisodeChunkSampler, EpisodeDataset, WindowDataset
+from embodied.data.source import EpisodeSource
 from embodied.policies.processor import PolicyProcessor
 
 

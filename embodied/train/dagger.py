@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from embodied.data.collect import collect
-from embodied.data.reader import EpisodeSource, open_dataset
+from embodied.data.reader import open_dataset
+from embodied.data.source import EpisodeSource
 from embodied.policies import PretrainedPolicy
 from embodied.policies.baselines import EXPERT_KEY
 from embodied.train import checkpoint, distributed

@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from embodied import envs, policies
 from embodied.config import component_kwargs
-from embodied.data.reader import EpisodeSource, open_dataset
+from embodied.data.reader import open_dataset
+from embodied.data.source import EpisodeSource
 from embodied.evaluate import rollout, summarize
 from embodied.policies import PretrainedPolicy
 from embodied.train import distributed
