@@ -1,11 +1,12 @@
 """ObjectRecall behaviour cloning: memory policy vs memoryless on the same demonstrations.
 
 Trains each policy with `embodied-train` on an `embodied-collect` dataset of expert episodes in
-the training houses, evaluates each checkpoint on `val_unseen` houses, and prints success overall
-and per question type (ordinal: "the object you were shown second"; category: "the lamp you
-were shown"; colour: "the green object you were shown").
+the training houses, evaluates each checkpoint with `embodied-eval` on `val_unseen` houses, and
+prints success overall and per question type (ordinal: "the object you were shown second";
+category: "the lamp you were shown"; colour: "the green object you were shown"). Both steps
+resume: an interrupted run re-started with the same arguments continues where it stopped.
 
-    python scripts/objectrecall_bc.py --dataset outputs/data/objectrecall32_train --steps 300 --episodes 200
+    python scripts/objectrecall_bc.py --dataset outputs/data/objectrecall32 --steps 300 --episodes 200
 
 No loss on the guided tour (`train.skip_loss_when=phase:0`): the env ignores the agent's actions
 there, and the tour is about 80% of the frames; BC on it learns to predict the tour's script.
@@ -23,9 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-import embodied
-from embodied.evaluate import rollout, summarize
 
 ORDINAL = re.compile(r"shown (first|second|third|fourth|fifth|sixth|seventh|eighth)")
 
@@ -47,23 +45,21 @@ def train(policy: str, args: argparse.Namespace, out: Path) -> float:
     return time.time() - start
 
 
-def evaluate(checkpoint: Path, args: argparse.Namespace) -> dict:
-    env_kw = {"resolution": args.resolution, "split": "val_unseen"}
-    probe = embodied.envs.make("objectrecall", **env_kw)
-    types = {}
-    for k in range(args.episodes):
-        probe.reset(seed=args.eval_seed + k)
-        types[args.eval_seed + k] = question_type(probe.unwrapped.episode.instruction)
-    probe.close()
-    policy = embodied.policies.from_pretrained(checkpoint)
-    venv = embodied.envs.make_vec("objectrecall", num_envs=2, **env_kw)
+def evaluate(policy: str, checkpoint: Path, args: argparse.Namespace, out: Path) -> dict:
+    """`embodied-eval` on `val_unseen` with the checkpoint; success per question type from its
+    episodes.jsonl (each record names its question). Re-running resumes a partial evaluation."""
+    cmd = [str(Path(sys.executable).parent / "embodied-eval"), "env=objectrecall", f"env.resolution={args.resolution}",
+           "env.split=val_unseen", f"policy={policy}", f"policy.checkpoint={checkpoint}",
+           f"eval.episodes={args.episodes}", f"eval.seed={args.eval_seed}", "eval.num_envs=2",
+           "eval.vectorization=async", "eval.videos=0", f"output_dir={out}"]
     start = time.time()
-    records = rollout(venv, policy, args.episodes, seed=args.eval_seed)
-    venv.close()
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    rows = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines() if line.strip()]
     per_type: dict[str, list[float]] = {}
-    for r in records:
-        per_type.setdefault(types[r.seed], []).append(r.metrics["success"])
-    return {"summary": summarize(records), "seconds": time.time() - start,
+    for r in rows:
+        per_type.setdefault(question_type(r["instruction"]), []).append(r["success"])
+    summary = json.loads((out / "summary.json").read_text())
+    return {"summary": summary["overall"], "seconds": time.time() - start,
             "per_type": {t: (float(np.mean(v)), len(v)) for t, v in sorted(per_type.items())}}
 
 
@@ -86,11 +82,11 @@ def main() -> None:
     for policy in args.policies:
         out = args.out / policy
         seconds = train(policy, args, out)
-        res = evaluate(out, args)
+        res = evaluate(policy, out, args, args.out / f"{policy}_eval")
         res["train_seconds"] = seconds
         results[policy] = res
         s = res["summary"]["success"]
-        print(f"{policy}: success {s['mean']:.3f} ± {s['ci95']:.3f} (n={s['n']}), per question type "
+        print(f"{policy}: success {s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}] (n={s['n']}), per question type "
               f"{res['per_type']}, train {seconds / 60:.1f} min, eval {res['seconds'] / 60:.1f} min", flush=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2, default=float))
 

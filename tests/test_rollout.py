@@ -151,3 +151,26 @@ def test_env_pool_is_a_gymnasium_vector_env_with_reset_masks() -> None:
         np.testing.assert_allclose(obs3[1], gym.make("CartPole-v1").reset(seed=9)[0], rtol=1e-6)
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_objectrecall_records_name_the_question_and_the_tour(vectorization: str) -> None:
+    """An ObjectRecall record carries its question (the reset observation still shows the tour
+    instruction), so success can be broken down by question type from episodes.jsonl."""
+    from functools import partial
+
+    import embodied
+    from embodied.envs.vector import EnvPool
+
+    make = partial(embodied.envs.make, "objectrecall", resolution=16, split="val_unseen", max_episode_steps=5)
+    pool = EnvPool([make, make], vectorization=vectorization)
+    try:
+        records = rollout(pool, RandomPolicy(pool.single_action_space, seed=0), n_episodes=3, seed=0)
+    finally:
+        pool.close()
+    probe = make()
+    for r in records:
+        probe.reset(seed=r.seed)
+        assert r.identity["instruction"] == probe.unwrapped.episode.instruction != ""
+        assert r.identity["tour_steps"] == len(probe.unwrapped.episode.tour_actions) > 0
+    probe.close()

@@ -100,12 +100,15 @@ def _attach(specs: dict[str, tuple[str, tuple[int, ...], str]]) -> tuple[list[An
 
 
 def _identity(env: gym.Env, info: dict[str, Any]) -> dict[str, Any]:
-    """Add the scene and tour length of a navigation episode to the reset info (the tasks keep the
-    episode on `env.episode`), so evaluation records can name them."""
+    """Add the scene, instruction (VLN's, ObjectRecall's question) and tour length of a navigation
+    episode to the reset info (the tasks keep the episode on `env.episode`), so evaluation records
+    can name them."""
     episode = getattr(env.unwrapped, "episode", None)
     extra = {}
     if getattr(episode, "scene_id", None) is not None and "scene" not in info:
         extra["scene"] = episode.scene_id
+    if getattr(episode, "instruction", None) and "instruction" not in info:
+        extra["instruction"] = episode.instruction
     if getattr(episode, "tour_actions", None) and "tour_steps" not in info:
         extra["tour_steps"] = len(episode.tour_actions)
     return {**info, **extra} if extra else info
