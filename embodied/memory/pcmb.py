@@ -172,7 +172,7 @@ class PCMB(Memory):
 
     API (state = `initial_state(B)`): `read(p[B,N,D], c[B,Dc], state) -> ReadResult(output=(fused_p
     [B,N,D], fused_c [B,Dc]), trace)`; `write(p, c, state, t|None, active|None) -> trace`;
-    `step(p, c, state, t=None, active=None)` = read+write; `sequence(p[B,T,N,D], c[B,T,Dc], state, reset)`.
+    `step(p, c, state, t=None, active=None)` = read+write; `sequence(p[B,T,N,D], c[B,T,Dc], state, reset, t)`.
     """
 
     def __init__(
@@ -260,12 +260,15 @@ class PCMB(Memory):
         return r
 
     @uses_state
-    def sequence(self, p: Tensor, c: Tensor, state: TensorState, reset: Tensor | None = None) -> ReadResult:
-        """Scan the window step by step (consolidation is sequential), vectorised over environments."""
+    def sequence(self, p: Tensor, c: Tensor, state: TensorState, reset: Tensor | None = None,
+                 t: Tensor | None = None) -> ReadResult:
+        """Scan the window step by step (consolidation is sequential), vectorised over environments.
+        `t` [B, T]: each frame's timestep in its episode (a training window that starts mid-episode,
+        or a group of frames with gaps); without it the bank counts steps from its state."""
 
         def one(i: int) -> ReadResult:
             if reset is not None:
                 state.reset(reset[:, i])
-            return self.step(p[:, i], c[:, i], state)
+            return self.step(p[:, i], c[:, i], state, t=None if t is None else t[:, i])
 
         return scan(one, p.shape[1])

@@ -354,7 +354,7 @@ class MemoryVLAPolicy(PretrainedPolicy):
             tmask = torch.zeros(b * t, 0, dtype=torch.bool, device=device)
         per, cog = self.perceive_tensors(x, ids, tmask)
         loss = self.diffusion_loss(per.view(b, t, *per.shape[1:]), cog.view(b, t, -1), batch["action"],
-                                   batch["loss_mask"], batch["episode_start"])
+                                   batch["loss_mask"], batch["episode_start"], batch.get("timestep"))
         return {"loss": loss}
 
     def loss(self, batch: dict[str, Any]) -> Tensor:
@@ -372,15 +372,19 @@ class MemoryVLAPolicy(PretrainedPolicy):
                                    torch.as_tensor(np.asarray(batch["actions"])),
                                    torch.as_tensor(np.asarray(batch["mask"], dtype=bool)), start)
 
-    def diffusion_loss(self, per: Tensor, cog: Tensor, actions: Tensor, mask: Tensor, episode_start: Tensor
-                       ) -> Tensor:
+    def diffusion_loss(self, per: Tensor, cog: Tensor, actions: Tensor, mask: Tensor, episode_start: Tensor,
+                       timestep: Tensor | None = None) -> Tensor:
         """Diffusion loss over every unmasked step of [B, T] windows. The bank is scanned over the window
-        from an empty state, cleared where `episode_start` is set; the action chunk at step t is
-        actions[t : t+H], masked past the episode's end (LeRobot's `action_is_pad`)."""
+        from an empty state, cleared where `episode_start` is set, its entries stamped with each frame's
+        real `timestep` when given (a window opened mid-episode is at step 57, not 0, as in a rollout);
+        the action chunk at step t is actions[t : t+H], masked past the episode's end (LeRobot's
+        `action_is_pad`)."""
         b, t = per.shape[:2]
         device = per.device
         start = episode_start.to(device)
-        fused_p, fused_c = self.memory.sequence(per, cog, self.memory.initial_state(b, device), reset=start).output
+        steps = None if timestep is None else torch.as_tensor(timestep).to(device=device, dtype=torch.long)
+        fused_p, fused_c = self.memory.sequence(per, cog, self.memory.initial_state(b, device), reset=start,
+                                                t=steps).output
         actions = actions.to(device=device, dtype=torch.float32)
         mask = mask.to(device=device, dtype=torch.bool)
         h = self.config.chunk
