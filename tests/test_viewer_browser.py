@@ -25,6 +25,7 @@ from embodied.data import open_dataset
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("EMBODIED_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHUNK = 4
+STEPS = 2 * CHUNK  # policy steps after the first key press
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install -y chromium chromium-driver, "
@@ -84,13 +85,14 @@ def test_the_viewer_in_headless_chromium(tmp_path: Path) -> None:
             # the memory policy acts; once a chunk is complete its read shows the chosen chunks with thumbnails
             page.click("#btn-record")
             page.wait_for_selector(".badge.rec", timeout=10000)
-            for _ in range(CHUNK + 1):
+            for _ in range(STEPS):
                 page.click("#btn-step")
-            page.wait_for_function(f"() => document.querySelector('#frame-no').textContent === '{CHUNK + 2}'",
+            page.wait_for_function(f"() => document.querySelector('#frame-no').textContent === '{STEPS + 1}'",
                                    timeout=30000)
             page.wait_for_selector("#memory .read[data-kind=hcam] .chunk .thumbs img", timeout=15000)
             memory = page.inner_text("#memory")
-            assert "memory · hcam" in memory and "steps 0–3" in memory, memory
+            # the last read saw frames 0 .. STEPS-1: two complete chunks, both chosen (top-k is 4)
+            assert "memory · hcam" in memory and "steps 0–3" in memory and "steps 4–7" in memory, memory
             assert "by policy" in page.inner_text("#last-action")
 
             # scrubbing back shows an earlier frame (and its read)
@@ -106,8 +108,11 @@ def test_the_viewer_in_headless_chromium(tmp_path: Path) -> None:
                                    timeout=30000)
             shot = tmp_path / "viewer.png"
             page.screenshot(path=str(shot), full_page=True)
-            if os.environ.get("EMBODIED_VIEWER_SCREENSHOT"):
-                shutil.copy(shot, os.environ["EMBODIED_VIEWER_SCREENSHOT"])
+            if os.environ.get("EMBODIED_VIEWER_SCREENSHOT"):  # palette PNG: a third of the size, for the repo
+                from PIL import Image
+
+                Image.open(shot).convert("RGB").quantize(256).save(os.environ["EMBODIED_VIEWER_SCREENSHOT"],
+                                                                   optimize=True)
             assert not errors, errors
             assert not outside, f"the page loaded something from elsewhere: {outside}"
             page.close()  # closing the tab stops the viewer
@@ -122,7 +127,7 @@ def test_the_viewer_in_headless_chromium(tmp_path: Path) -> None:
     src = open_dataset(tmp_path / "recordings" / "dataset")
     assert src.num_episodes == 1
     ep = src.read(0, keys=["rgb", "gps"])
-    assert len(ep["action"]) == CHUNK + 2  # the key press and the policy's steps, from the reset
+    assert len(ep["action"]) == STEPS + 1  # the key press and the policy's steps, from the reset
     assert ep["action"][0] == 2 and ep["truncated"][-1]
-    assert ep["obs"]["rgb"].shape == (CHUNK + 2, 128, 128, 3) and np.asarray(ep["obs"]["rgb"]).std() > 5
+    assert ep["obs"]["rgb"].shape == (STEPS + 1, 128, 128, 3) and np.asarray(ep["obs"]["rgb"]).std() > 5
     assert (tmp_path / "recordings" / "videos" / "episode_000000.mp4").stat().st_size > 0

@@ -41,6 +41,7 @@ function onHello(config) {
   state.config = config;
   document.body.className = "kind-" + config.kind;
   $("what").textContent = `${config.env} · policy ${config.policy}`;
+  $("pose-label").textContent = config.kind === "nav" ? "pose" : "end effector";
   $("keys").textContent = config.kind === "nav"
     ? "keys: W forward · A/D turn · S or space STOP"
     : "keys: W/S x · A/D y · R/F z · Q/E yaw · space gripper";
@@ -138,7 +139,7 @@ function readHtml(r) {
   const head = (text) => `<div class="read" data-kind="${r.kind}"><h3>${esc(r.name)} · ${r.kind} <span class="hint">${text}</span></h3>`;
   if (r.kind === "hcam") {
     const rows = r.chunks.map((c) => `<div class="row chunk"><span class="mono">steps ${c.start}–${c.end} (slot ${c.slot})</span>${bar(c.weight)}<span class="mono">${c.weight.toFixed(3)}</span>${thumbs(c.thumbs)}</div>`);
-    return head(`${r.occupancy} chunks of ${r.chunk_size} stored${r.chunk_written ? " · wrote a chunk" : ""} · chose ${r.chunks.length}`) +
+    return head(`${plural(r.occupancy, "chunk")} of ${r.chunk_size} steps stored${r.chunk_written ? " · this step completed one" : ""} · chose ${r.chunks.length}`) +
       (rows.join("") || `<p class="hint">no chunk completed yet (nothing to choose)</p>`) + "</div>";
   }
   if (r.kind === "place") {
@@ -197,8 +198,10 @@ function drawMap(frame) {
     scene.walls.forEach((w) => box(w, "#7d8796"));
     scene.objects.forEach((o) => box(o, rgbCss(o[9])));
     line(g, scene.reference.map((p) => P(p[0], p[1])), "#4f9cf0", [5, 4]);
+    // a point goal gets its success radius; an object's many view points get small dots
+    const radius = scene.goals.length <= 3 ? Math.max(3, scene.success_distance * s) : 2.5;
     scene.goals.forEach((p) => {
-      const [u, v] = P(p[0], p[1]); g.beginPath(); g.arc(u, v, Math.max(3, scene.success_distance * s), 0, 7);
+      const [u, v] = P(p[0], p[1]); g.beginPath(); g.arc(u, v, radius, 0, 7);
       g.strokeStyle = "#3ddc84"; g.lineWidth = 2; g.stroke();
     });
   }
@@ -325,6 +328,8 @@ function setupControls() {
     command("key", { key });
   });
 }
+
+function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
 
 function esc(s) { return s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]); }
 
