@@ -124,6 +124,7 @@ def test_a_slow_policy_never_blocks_the_server(tmp_path: Path) -> None:
         wait_until(lambda: latest(session).get("k") == 0, what="the reset frame")
         session.submit("run")
         wait_until(lambda: session.snapshot()[3]["busy"], what="the policy to start acting")
+        time.sleep(0.3)  # well inside the 1.5 s act
         t0 = time.perf_counter()
         reply = client.get("/api/status").json()
         assert time.perf_counter() - t0 < 0.5, "the server waited for the policy"
@@ -170,6 +171,11 @@ def test_websocket_protocol_drives_and_scrubs(tmp_path: Path) -> None:
             while (msg := ws.receive_json())["type"] != "error":
                 pass
             assert "unknown command 'fly'" in msg["message"]
+        from starlette.websockets import WebSocketDisconnect
+
+        with pytest.raises(WebSocketDisconnect), client.websocket_connect(
+                "/ws", headers={"origin": "http://elsewhere.example"}) as ws:
+            ws.receive_json()  # another site's page is refused
     finally:
         session.close()
 

@@ -19,9 +19,14 @@ import json
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
-from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse, Response
+try:
+    from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
+    from fastapi.responses import JSONResponse, Response
+except ImportError as e:  # pragma: no cover - the view extra is in the default setup
+    raise ImportError("embodied-view needs the 'view' extra: .venv/bin/pip install -c constraints.txt "
+                      "-e '.[view]'") from e
 
 from embodied.viewer.session import Session
 
@@ -92,6 +97,9 @@ def create_app(session: Session, on_last_close: Callable[[], None] | None = None
 
     @app.websocket("/ws")
     async def ws(socket: WebSocket) -> None:
+        if not same_origin(socket.headers.get("origin"), socket.headers.get("host")):
+            await socket.close(code=1008)  # another site's page in the same browser must not drive the simulator
+            return
         await socket.accept()
         clients.loop = asyncio.get_running_loop()
         event = asyncio.Event()
@@ -112,6 +120,14 @@ def create_app(session: Session, on_last_close: Callable[[], None] | None = None
             await clients.closed(event)
 
     return app
+
+
+def same_origin(origin: str | None, host: str | None) -> bool:
+    """Websockets are not covered by the browser's same-origin rules: accept a page only when it was
+    served by this server (its Origin names the Host it connects to); non-browser clients send none."""
+    if origin is None:
+        return True
+    return host is not None and urlsplit(origin).netloc == host
 
 
 async def _send_changes(socket: Any, session: Session, event: asyncio.Event) -> None:
