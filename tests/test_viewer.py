@@ -296,3 +296,25 @@ def test_a_libero_session_drives_the_arm_and_records(tmp_path: Path) -> None:
         session.close()
     ep = read_episode(tmp_path / "dataset", keys=("state",))
     assert len(ep["action"]) == 3 and ep["action"][2][6] == 1.0
+
+
+def test_a_save_pretrained_checkpoint_is_viewed_with_its_memory(tmp_path: Path) -> None:
+    """policy.checkpoint=DIR loads through the evaluation's builder, and its memory's reads reach the page."""
+    from embodied import envs
+
+    env = envs.make("pointnav", **NAV)
+    built = embodied.policies.make("memory_agent", observation_space=env.observation_space,
+                                   action_space=env.action_space, dim=32, memory="pcmb", capacity=4)
+    built.save_pretrained(tmp_path / "ckpt")
+    session = Session("pointnav", NAV, {"name": "memory_agent", "checkpoint": str(tmp_path / "ckpt")},
+                      tmp_path / "rec")
+    session.start()
+    try:
+        for _ in range(3):  # a person drives (an untrained policy may STOP at once): the policy still reads
+            session.submit("key", key="a")
+        assert session.wait_idle()
+        (read,) = latest(session)["memory"]
+        assert read["kind"] == "pcmb" and read["occupancy"] == 2 and len(read["entries"]) == 2
+        assert all(e["thumb"].startswith("data:image/png") for e in read["entries"])  # frames 0 and 1
+    finally:
+        session.close()
