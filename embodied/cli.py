@@ -30,11 +30,6 @@ def report_main(argv: list[str] | None = None) -> None:
     main(sys.argv[1:] if argv is None else argv)
 
 
-def _not_available(what: str) -> None:
-    print(f"embodied-{what}: not available yet (see the project's open issues)", file=sys.stderr)
-    sys.exit(2)
-
-
 @hydra.main(config_path=CONFIG_PATH, config_name="collect", version_base="1.3")
 def collect_main(cfg: DictConfig) -> None:
     """Record episodes of a policy into a LeRobotDataset v3.0 at `output_dir` (docs/data.md)."""
@@ -62,4 +57,7 @@ def train_main() -> None:
 
 @hydra.main(config_path=CONFIG_PATH, config_name="view", version_base="1.3")
 def view_main(cfg: DictConfig) -> None:
-    _not_available("view")
+    """The simulator viewer with a memory inspector, a local web page (embodied/viewer, docs/viewer.md)."""
+    from embodied.viewer.app import main
+
+    main(cfg)

@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 VENV=.venv
 APT_PACKAGES="libegl1 libegl-mesa0 libgl1-mesa-dri libgles2 libopengl0 libosmesa6 libusb-1.0-0"
 TORCH="torch==2.13.0"
-EXTRAS=${EMBODIED_EXTRAS:-test,bench,libero,eval}
+EXTRAS=${EMBODIED_EXTRAS:-test,bench,libero,eval,view}
 
 die() { echo "setup: $*" >&2; exit 1; }
 

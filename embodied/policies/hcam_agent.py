@@ -67,7 +67,9 @@ class HCAMAgentPolicy(PretrainedPolicy):
         assert state is not None
         x = feats
         for i, layer in enumerate(self.layers):
-            x = layer.step(x, state[f"layer{i}"]).output
+            r = layer.step(x, state[f"layer{i}"])
+            self.note_read(f"layer{i}", "hcam", r.trace, {"chunk_size": self.config.chunk_size})
+            x = r.output
         h = self.norm(x)
         self.last_value = self.value_head(h)[:, 0]
         return self.head(h)

@@ -189,7 +189,10 @@ class JanusVLNPolicy(PretrainedPolicy):
         sem, spa, x = self.frame_tokens(obs)
         state = self._checked_state(len(sem))
         assert state is not None
-        fused = self.memory.step(sem, spa, state.memory).output
+        r = self.memory.step(sem, spa, state.memory)
+        self.note_read("dual_kv", "dual_kv", {k: v for k, v in r.trace.items() if k in ("kept_frames", "occupancy")},
+                       {"n_initial": self.config.n_initial, "n_recent": self.config.n_recent})
+        fused = r.output
         return self.decide(fused, x, list(obs[self.text_key]) if self.text_key else None)
 
     def window_logits(self, obs: dict[str, Any]) -> Tensor:

@@ -221,7 +221,10 @@ class MapAgentPolicy(PretrainedPolicy):
         gps = np.asarray(obs["gps"], dtype=np.float64)
         yaw = np.asarray(obs["compass"], dtype=np.float64).reshape(n)
         pose = torch.tensor(np.c_[gps, np.full(n, c.camera_height), yaw], dtype=torch.float32)
-        self.map.write(depth, pose, labels)
+        written = self.map.write(depth, pose, labels)
+        if self.trace_sink is not None:  # the map's points are gathered only when someone reads them
+            self.note_read("voxel_map", "voxel_map", {**written, **self._map_points(n)},
+                           {"voxel_size": c.voxel_size})
         grids = self._grids()
         phases = np.asarray(obs["phase"]).reshape(n) if "phase" in obs else np.ones(n, dtype=int)
         actions = np.zeros(n, dtype=np.int64)
@@ -241,6 +244,21 @@ class MapAgentPolicy(PretrainedPolicy):
             row.last_action, row.last_xy = int(actions[i]), gps[i].copy()
             row.steps += 1
         return actions
+
+    def _map_points(self, n: int, limit: int = 4000) -> dict[str, list[np.ndarray]]:
+        """Per row: voxel centres [P, 3] (world frame of the episode start, as the GPS) and their majority
+        labels [P], at most `limit` of them (evenly subsampled) for viewers."""
+        m = self.map
+        env = m.vkeys // m.K
+        labels = m.votes.argmax(-1)
+        points, labs = [], []
+        for i in range(n):
+            sel = (env == i).nonzero().flatten()
+            if sel.numel() > limit:
+                sel = sel[torch.linspace(0, sel.numel() - 1, limit).long()]
+            points.append(m.centres(m.vkeys[sel]).numpy())
+            labs.append(labels[sel].numpy())
+        return {"points_xyz": points, "points_label": labs}
 
     # ------------------------------------------------------------------ map -> 2-D grids
     def _cell(self, xy: np.ndarray) -> int:

@@ -128,16 +128,23 @@ class MemoryAgentPolicy(PretrainedPolicy):
         m = self.memory
         if m is None or state is None:
             return torch.zeros_like(f)
-        s = state.memory
+        s, c = state.memory, self.config
         if isinstance(m, nn.GRUCell):
             s.hidden = m(f, s.hidden)
+            self.note_read("memory", "gru", {"hidden_norm": s.hidden.norm(dim=-1)})
             return s.hidden
-        if self.config.memory == "pcmb":
-            return m.step(f[:, None], f, s).output[0][:, 0]
-        if self.config.memory == "place":
+        if c.memory == "pcmb":
+            r = m.step(f[:, None], f, s)
+            out = r.output[0][:, 0]
+        elif c.memory == "place":
             assert self._places is not None
-            return m.step(f, self._places, s).output
-        return m.step(f, s).output
+            r = m.step(f, self._places, s)
+            out = r.output
+        else:
+            r = m.step(f, s)
+            out = r.output
+        self.note_read("memory", c.memory, r.trace, {"chunk_size": c.chunk_size, "capacity": c.capacity})
+        return out
 
     def _read_window(self, f: Tensor, episode_start: Tensor | None, state: TensorState | None) -> Tensor:
         m = self.memory

@@ -320,7 +320,9 @@ class MemoryVLAPolicy(PretrainedPolicy):
         n = len(per)
         state = self._checked_state(n)
         assert state is not None
-        fused_p, fused_c = self.memory.step(per, cog, state.memory).output  # every step: no chunk-strided writes
+        r = self.memory.step(per, cog, state.memory)  # every step: no chunk-strided writes
+        self.note_read("pcmb", "pcmb", r.trace, {"capacity": self.config.capacity})
+        fused_p, fused_c = r.output
         need = (state.queue_pos >= self.config.chunk).nonzero().flatten()
         if need.numel():
             noise = self.chunk_noise(state.noise_seed[need], state.steps[need])

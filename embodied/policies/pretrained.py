@@ -42,6 +42,7 @@ from torch import nn
 from embodied.memory.state import TensorState
 from embodied.policies.encoders import KeySpec, ObservationEncoder, WordTokenizer, observation_spec
 from embodied.policies.processor import CheckpointError, PolicyProcessor, atomic_write
+from embodied.policies.traces import TraceSink
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
@@ -82,6 +83,8 @@ class PretrainedPolicy(nn.Module):
     name: ClassVar[str]
     config_class: ClassVar[type[PolicyConfig]] = PolicyConfig
     processor: PolicyProcessor | None = None  # None only for policies without learned inputs (map_agent)
+    # Set only inside `embodied.policies.traces.tracing` (a plain attribute, never module state).
+    trace_sink: TraceSink | None = None
 
     def __init__(self, config: PolicyConfig) -> None:
         super().__init__()
@@ -229,6 +232,12 @@ class PretrainedPolicy(nn.Module):
         if self._rows != n:
             raise RuntimeError(f"call reset(mask) with one entry per environment ({n}) before act()")
         return self.rollout_state
+
+    def note_read(self, name: str, kind: str, trace: dict[str, Any],
+                  facts: dict[str, float | int] | None = None) -> None:
+        """Hand a memory read's trace to whoever asked for it (`act_with_trace`); a no-op otherwise."""
+        if self.trace_sink is not None:
+            self.trace_sink.add(name, kind, trace, facts)
 
     # ------------------------------------------------------------------ Policy protocol
     @torch.no_grad()
