@@ -191,6 +191,10 @@ def test_map_agent_checkpoint_and_missing_keys(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
     loaded = embodied.policies.from_pretrained(tmp_path)
     assert type(loaded).__name__ == "MapAgentPolicy" and loaded.config.stop_distance == 0.6
+    assert tuple(loaded.config.privileged_inputs) == ("semantic_category",)  # declared, kept in the checkpoint
+    with pytest.raises(ValueError, match="privileged_inputs"):
+        embodied.policies.make("map_agent", observation_space=env.observation_space, action_space=env.action_space,
+                               privileged_inputs=[])
     plain = embodied.envs.make("objectnav", resolution=16)
     with pytest.raises(ValueError, match="semantic=True"):
         embodied.policies.make("map_agent", observation_space=plain.observation_space,
