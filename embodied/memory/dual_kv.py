@@ -48,6 +48,11 @@ class StartRecentLayer(DynamicLayer):
     (so RoPE positions stay absolute) and `get_mask_sizes` describes the filled slots. Left padding is not
     supported after eviction (pad tokens would become kept "initial" tokens).
 
+    `block` (in `new_state`): frames one update may bring in a causal LM (a training pass streaming a block
+    of frames per call); the ring then has n_recent + block slots, so a block's writes never overwrite a
+    frame that one of its queries still sees, and `next_attention_mask` selects each query frame's own
+    start+recent window by frame index. Rollouts use block 1 (the ring overwrite is the eviction).
+
     With `prefix_tokens` > 0 the storage starts with a prefix region (a causal LM's `[bos; instruction]`)
     that is written once per episode (`begin_prefix`, then one `update` of exactly that many tokens) and
     never evicted; `prefix_mask` [B, prefix] marks its valid (non-padding) tokens. `next_attention_mask`
@@ -67,20 +72,21 @@ class StartRecentLayer(DynamicLayer):
         for name in _LAYER_FIELDS:  # held by the attached state (DynamicLayer sets keys/values to None)
             self.__dict__.pop(name, None)
         self.n_initial, self.n_recent, self.P, self.prefix = n_initial, n_recent, tokens_per_frame, prefix_tokens
-        self.slots = n_initial + n_recent + 1
+        self.slots, self.block = n_initial + n_recent + 1, 1
         self.active: Tensor | None = None
         self.pending_prefix: Tensor | None = None  # [B, prefix] validity of the prefix the next update writes
         self.store_detached = True
 
     @staticmethod
     def new_state(batch: int, heads: int, head_dim: int, n_initial: int, n_recent: int, tokens_per_frame: int,
-                  dtype: torch.dtype, device: Any, prefix_tokens: int = 0) -> TensorState:
+                  dtype: torch.dtype, device: Any, prefix_tokens: int = 0, block: int = 1) -> TensorState:
         """An empty layer cache as a `TensorState` (keys, values, slot_frame, frames_seen, prefix_mask)."""
-        tokens = prefix_tokens + (n_initial + n_recent + 1) * tokens_per_frame
+        slots = n_initial + n_recent + block
+        tokens = prefix_tokens + slots * tokens_per_frame
         state = TensorState(batch)
         state.add("keys", torch.empty(batch, heads, tokens, head_dim, dtype=dtype, device=device))
         state.add("values", torch.empty(batch, heads, tokens, head_dim, dtype=dtype, device=device))
-        state.add("slot_frame", torch.empty(batch, n_initial + n_recent + 1, dtype=torch.long, device=device), -1)
+        state.add("slot_frame", torch.empty(batch, slots, dtype=torch.long, device=device), -1)
         state.add("frames_seen", torch.empty(batch, dtype=torch.long, device=device), 0)
         state.add("prefix_mask", torch.empty(batch, prefix_tokens, dtype=torch.bool, device=device), False)
         return state
@@ -89,6 +95,8 @@ class StartRecentLayer(DynamicLayer):
         """Make this layer a view of `state`: updates are written back to it."""
         self.__dict__["state"] = state
         self.dtype, self.device = state.keys.dtype, state.keys.device
+        self.slots = int(state.slot_frame.shape[1])  # the state's own block size
+        self.block = self.slots - self.n_initial - self.n_recent
         self.is_initialized = True
 
     def __getattr__(self, name: str) -> Any:  # keys / values / slot_frame / frames_seen of an attached state
@@ -113,7 +121,7 @@ class StartRecentLayer(DynamicLayer):
         self.allocate(B, H, hd, key_states.dtype, key_states.device)
 
     def slot_of(self, frame: Tensor) -> Tensor:
-        ring = self.n_initial + (frame - self.n_initial) % (self.n_recent + 1)
+        ring = self.n_initial + (frame - self.n_initial) % (self.n_recent + self.block)
         return torch.where(frame < self.n_initial, frame, ring)
 
     def _put(self, tok: Tensor, k: Tensor, v: Tensor, active: Tensor) -> None:
@@ -182,9 +190,9 @@ class StartRecentLayer(DynamicLayer):
         before the update: Hugging Face models take the mask before they write the cache).
 
         Prefix update (after `begin_prefix`): the earlier valid prefix tokens and itself (a padding token
-        attends to itself only, so it stays finite; it is masked for every later query). Frame update: the
-        valid prefix, the frames the cache keeps, and the current frame's tokens up to itself (the frame that
-        the current one replaces in the ring has been evicted)."""
+        attends to itself only, so it stays finite; it is masked for every later query). Frame update (1 to
+        `block` frames): the valid prefix, then for each query frame i the held frames j <= i with
+        j < n_initial or j >= i - n_recent, the tokens of its own frame up to itself."""
         B, q, dev = self.frames_seen.shape[0], query_tokens, self.frames_seen.device
         i = torch.arange(q, device=dev)[:, None]
         if self.pending_prefix is not None:
@@ -192,17 +200,22 @@ class StartRecentLayer(DynamicLayer):
             prefix = (j <= i) & self.pending_prefix[:, None, :].to(dev) | (j == i)
             frames = torch.zeros(B, q, self.filled_tokens(), dtype=torch.bool, device=dev)
             return torch.cat([prefix, frames], -1)
-        if q != self.P:
-            raise ValueError(f"a frame update brings tokens_per_frame={self.P} tokens, not {q}")
-        after = self.frames_seen + self._active(B).long()
-        n = int(min(int(after.max()), self.slots))
-        current = self.slot_of(self.frames_seen)  # [B] the slot the frame is written to
+        k = q // self.P
+        if q % self.P or not 1 <= k <= self.block:
+            raise ValueError(f"a frame update brings 1..block={self.block} frames of tokens_per_frame={self.P} "
+                             f"tokens, not {q} tokens")
+        active = self._active(B)
+        frame = self.frames_seen[:, None] + torch.arange(k, device=dev)[None]  # [B, k] the frames written
+        slot = self.slot_of(frame)
+        written = torch.where(active[:, None], frame, self.slot_frame.gather(1, slot))
+        slot_frame = self.slot_frame.scatter(1, slot, written)  # as it will be after the update
+        n = int(min(int((self.frames_seen + active.long() * k).max()), self.slots))
         token = torch.arange(n * self.P, device=dev)
-        slot, offset = token // self.P, token % self.P
-        kept = (self.slot_frame[:, slot] >= 0)[:, None, :]  # [B, 1, n*P]
-        is_current = (slot[None] == current[:, None])[:, None, :]
-        frames = torch.where(is_current, offset[None, None, :] <= i[None], kept)
-        return torch.cat([self.prefix_mask[:, None, :].expand(B, q, self.prefix), frames], -1)
+        held = slot_frame[:, token // self.P][:, None, :]  # [B, 1, n*P] frame of each key
+        qf = frame[:, i[:, 0] // self.P][:, :, None]  # [B, q, 1] frame of each query token
+        seen = (held >= 0) & (held <= qf) & ((held < self.n_initial) | (held >= qf - self.n_recent))
+        causal = (held < qf) | ((token % self.P)[None, None, :] <= (i[:, 0] % self.P)[None, :, None])
+        return torch.cat([self.prefix_mask[:, None, :].expand(B, q, self.prefix), seen & causal], -1)
 
     def get_seq_length(self) -> int:
         if not self.is_initialized:

@@ -28,9 +28,11 @@ decoding).
 **Streaming vs training.** `act` runs one frame per step through both caches. The training pass
 (`forward(batch)`, `loss(windows)`) takes whole episodes from their first frame: the spatial encoder runs
 blockwise over each frame's start+recent band (`DualKV.episode`), the semantic encoder on all frames at
-once, and the LM streams over the frames with the same `StartRecentCache`, its writes kept in the autograd
-graph (out of place), so gradients reach the history the LM read. No [T*P, T*P] mask is ever built; the
-two modes compute the same function for episodes of any length (tested to 1e-4, eviction included).
+once, and the LM streams over the episode in blocks of n_recent + 1 frames per call through a
+`StartRecentCache` whose ring holds n_recent + block frames (each query frame's window is selected by frame
+index), its writes kept in the autograd graph (out of place), so gradients reach the history the LM read.
+No [T*P, T*P] mask is ever built; the two modes compute the same function for episodes of any length
+(tested to 1e-4, eviction included).
 """
 
 from __future__ import annotations
@@ -178,15 +180,16 @@ class JanusVLNPolicy(PretrainedPolicy):
         return self.head(torch.cat([hidden, fused.flatten(1)], dim=-1))
 
     # ------------------------------------------------------------------ the LM's KV cache (semantic memory)
-    def lm_state(self, batch_size: int) -> TensorState:
-        """An empty start+recent cache of the LM, one child per decoder layer (`layer_0`, ...)."""
+    def lm_state(self, batch_size: int, block: int = 1) -> TensorState:
+        """An empty start+recent cache of the LM, one child per decoder layer (`layer_0`, ...); `block`:
+        frames per LM call (1 in rollouts)."""
         layers, kv_heads, head_dim = self.backbone.cache_geometry()
         dtype = next(self.backbone.parameters()).dtype
         state = TensorState(batch_size)
         for i in range(layers):
             state.add_child(f"layer_{i}", StartRecentLayer.new_state(
                 batch_size, kv_heads, head_dim, self.config.n_initial, self.config.n_recent,
-                self.lm_frame_tokens, dtype, self.device(), prefix_tokens=self.prefix_tokens))
+                self.lm_frame_tokens, dtype, self.device(), prefix_tokens=self.prefix_tokens, block=block))
         return state
 
     def lm_cache(self, state: TensorState, detached: bool) -> StartRecentCache:
@@ -206,14 +209,14 @@ class JanusVLNPolicy(PretrainedPolicy):
         self.backbone.cached(emb, allowed, (valid.long().cumsum(1) - 1).clamp(min=0), cache)
         cache.set_active(None)
 
-    def lm_frame(self, cache: StartRecentCache, tokens: Tensor) -> Tensor:
-        """One frame's tokens [B, F, hidden] through the LM over its cache (written, then the oldest recent
-        frame is evicted) -> the hidden states [B, F, hidden]."""
+    def lm_frames(self, cache: StartRecentCache, tokens: Tensor) -> Tensor:
+        """The next k frames' tokens [B, k*F, hidden] (k = 1 in rollouts, up to the cache's block in
+        training) through the LM over its cache (written; frames beyond the window are evicted) -> the
+        hidden states [B, k*F, hidden]."""
         layer = cache.layers[0]
-        f = tokens.shape[1]
-        start = layer.prefix_mask.sum(1) + layer.frames_seen * f  # absolute: valid prefix, then frames
-        pos = start[:, None] + torch.arange(f, device=tokens.device)[None]
-        return self.backbone.cached(tokens, layer.next_attention_mask(f), pos, cache)
+        start = layer.prefix_mask.sum(1) + layer.frames_seen * self.lm_frame_tokens  # valid prefix, then frames
+        pos = start[:, None] + torch.arange(tokens.shape[1], device=tokens.device)[None]
+        return self.backbone.cached(tokens, layer.next_attention_mask(tokens.shape[1]), pos, cache)
 
     # ------------------------------------------------------------------ streaming (act)
     def step_logits(self, obs: dict[str, Any]) -> Tensor:
@@ -228,21 +231,26 @@ class JanusVLNPolicy(PretrainedPolicy):
         if bool(starting.any()):
             texts = [str(t) for t in obs[self.text_key]] if self.text_key else None
             self.lm_prefix(cache, *self.text_ids(texts, len(sem)), starting)
-        hidden = self.lm_frame(cache, self.lm_tokens(fused, x))
+        hidden = self.lm_frames(cache, self.lm_tokens(fused, x))
         return self.head_logits(hidden[:, -1], fused)
 
     # ------------------------------------------------------------------ whole episodes (training)
     def episode_logits(self, sem: Tensor, spa: Tensor, x: dict[str, Tensor], ids: Tensor, tmask: Tensor,
                        b: int, t: int) -> Tensor:
         """[B*T, P, .] patch tokens of whole episodes (each row from its first frame), the tensors and the
-        instructions [B, L] -> logits [B, T, n]: blockwise encoders, then the LM streamed over the frames
-        through a fresh start+recent cache whose writes stay in the autograd graph."""
+        instructions [B, L] -> logits [B, T, n]: blockwise encoders, then the LM streamed over blocks of
+        n_recent + 1 frames through a fresh start+recent cache whose writes stay in the autograd graph
+        (each block attends to the prefix, its start+recent band and itself: at most
+        prefix + (n_initial + 2 n_recent + 1) * F keys, never a [T*P, T*P] mask)."""
         fused = self.memory.episode(sem.view(b, t, *sem.shape[1:]), spa.view(b, t, *spa.shape[1:]))
-        tokens = self.lm_tokens(fused.flatten(0, 1), x).view(b, t, self.lm_frame_tokens, -1)
-        cache = self.lm_cache(self.lm_state(b), detached=False)
+        f = self.lm_frame_tokens
+        tokens = self.lm_tokens(fused.flatten(0, 1), x).view(b, t * f, -1)
+        block = min(t, self.config.n_recent + 1)
+        cache = self.lm_cache(self.lm_state(b, block), detached=False)
         self.lm_prefix(cache, ids, tmask, None)
-        hidden = torch.stack([self.lm_frame(cache, tokens[:, i])[:, -1] for i in range(t)], 1)
-        return self.head_logits(hidden.flatten(0, 1), fused.flatten(0, 1)).view(b, t, -1)
+        hidden = torch.cat([self.lm_frames(cache, tokens[:, i * f : (i + block) * f]) for i in range(0, t, block)], 1)
+        hidden = hidden.view(b * t, f, -1)[:, -1]  # each frame's last token
+        return self.head_logits(hidden, fused.flatten(0, 1)).view(b, t, -1)
 
     def window_logits(self, obs: dict[str, Any]) -> Tensor:
         """Raw whole-episode windows [B, T, ...] (each row from an episode's first step; the instruction is
