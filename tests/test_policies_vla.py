@@ -159,6 +159,35 @@ def test_janus_training_pass_builds_no_dense_episode_mask(vln_data, monkeypatch)
     assert max(max(c) for c in calls) <= bound, max(calls)
 
 
+def test_janus_with_a_local_hf_backbone_streams_like_its_training_pass(vln_data, tmp_path) -> None:
+    """`backbone=<local dir>`: a tiny random Qwen2 (grouped-query attention, q/k/v biases) and a word-level
+    tokenizer written here (nothing downloaded); its own KV cache streams like the training pass, with
+    eviction, and the loss backpropagates."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    episodes = vln_data[2][:2]
+    words = sorted({w for e in episodes for w in str(e.obs["instruction"][0]).lower().replace(".", " ").split()})
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["<pad>", "<unk>", *words])}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>").save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(words) + 2, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(tmp_path)
+    policy = build_janus(vln_data, backbone=str(tmp_path), n_initial=2, n_recent=5)
+    assert policy.backbone.cache_geometry() == (2, 2, 8)
+    windows = episode_windows(episodes)
+    policy.eval()
+    with torch.no_grad():
+        window = policy.window_logits(windows["obs"])
+        for i, ep in enumerate(episodes):
+            assert len(ep) > 2 + 5 + 1
+            torch.testing.assert_close(stream_logits(policy, ep.obs), window[i, : len(ep)], atol=1e-4, rtol=1e-4)
+    policy.train()
+    policy.loss(windows).backward()
+    assert policy.backbone.lm.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
 def test_janus_overfits_expert_episodes(vln_data) -> None:
     torch.manual_seed(0)
     policy = build_janus(vln_data, encoder_layers=2)
