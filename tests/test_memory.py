@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -370,6 +371,62 @@ def test_start_recent_cache_as_hf_past_key_values() -> None:
         mask = torch.where(allowed, 0.0, float("-inf"))[None, None]
         ref = model(ids, attention_mask=mask).logits[0, 3:]
     torch.testing.assert_close(torch.cat(outs), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_start_recent_cache_with_prefix_matches_full_attention_per_row() -> None:
+    """The LM use of `StartRecentLayer` (janus_vln): a never-evicted prefix with padding, frames of F tokens,
+    explicit per-row masks (`next_attention_mask`) and positions, rows starting at different calls; each
+    row equals one full-sequence pass of the model with an explicit start+recent mask."""
+    from transformers import LlamaConfig, LlamaModel
+
+    cfg = LlamaConfig(vocab_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, max_position_embeddings=128, initializer_range=0.3)  # attention matters
+    torch.manual_seed(0)
+    model = LlamaModel(cfg).eval()
+    n_init, n_recent, F, L, T = 1, 2, 2, 4, 7
+    prefix = torch.randn(2, L, 16)
+    pvalid = torch.tensor([[True, True, True, True], [True, False, True, False]])  # padding inside row 1
+    frames = torch.randn(2, T, F, 16)
+    layers = [em.dual_kv.StartRecentLayer.new_state(2, 1, 8, n_init, n_recent, F, torch.float32, "cpu", L)
+              for _ in range(2)]
+    cache = em.dual_kv.StartRecentCache.over(layers, n_init, n_recent, F, prefix_tokens=L)
+
+    def call(x: torch.Tensor, allowed: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)[:, None]
+        kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        return model(inputs_embeds=x, attention_mask=mask, position_ids=pos, **{kw: cache}).last_hidden_state
+
+    start = [0, 2]  # row 1 starts two calls later
+    got = torch.zeros(2, T, F, 16)
+    with torch.no_grad():
+        for c in range(T + start[1] + 1):
+            for r in (0, 1):
+                if c == start[r]:  # this row writes its prefix alone
+                    cache.set_active(torch.arange(2) == r)
+                    cache.begin_prefix(pvalid)
+                    call(prefix, cache.layers[0].next_attention_mask(L), (pvalid.long().cumsum(1) - 1).clamp(min=0))
+            active = torch.tensor([start[0] < c <= start[0] + T, start[1] < c <= start[1] + T])
+            if not active.any():
+                continue
+            cache.set_active(active)
+            lay = cache.layers[0]
+            t = lay.frames_seen.clamp(max=T - 1)
+            x = frames[torch.arange(2), t]
+            pos = (lay.prefix_mask.sum(1) + lay.frames_seen * F)[:, None] + torch.arange(F)[None]
+            out = call(x, lay.next_attention_mask(F), pos)
+            for r in active.nonzero().flatten().tolist():
+                got[r, t[r]] = out[r]
+        for r in (0, 1):
+            seq = torch.cat([prefix[r, pvalid[r]], frames[r].flatten(0, 1)])[None]
+            n = int(pvalid[r].sum())
+            frame = torch.cat([torch.full((n,), -1), torch.arange(T).repeat_interleave(F)])
+            i, j = torch.arange(len(frame))[:, None], torch.arange(len(frame))[None]
+            fi, fj = frame[:, None], frame[None, :]
+            keep = (fj < 0) | (fj < n_init) | (fj >= fi - n_recent)
+            mask = torch.where((j <= i) & keep, 0.0, torch.finfo(torch.float32).min)[None, None]
+            ref = model(inputs_embeds=seq, attention_mask=mask).last_hidden_state[0, n:].view(T, F, 16)
+            torch.testing.assert_close(got[r], ref, rtol=1e-5, atol=1e-5)
+    assert sorted(cache.layers[0].slot_frame[0].tolist()) == [0, T - 3, T - 2, T - 1]  # evicted in between
 
 
 def test_events_segment_on_surprise_and_retrieve_neighbours() -> None:

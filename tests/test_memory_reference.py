@@ -183,6 +183,22 @@ def test_dual_kv_sequence_equals_dense_start_recent_attention() -> None:
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
 
 
+def test_dual_kv_blockwise_episode_equals_streaming() -> None:
+    """`DualKV.episode` (blockwise over each frame's start+recent band: the training pass, no [T*P, T*P]
+    mask) equals streaming `sequence` from an empty state, with both caches evicting, for both the
+    standalone memory and `semantic_cache=False` (janus_vln: a per-frame semantic encoder)."""
+    torch.manual_seed(0)
+    for semantic_cache in (True, False):
+        m = em.make("dual_kv", semantic_dim=6, spatial_dim=5, dim=8, tokens_per_frame=2, layers=2, heads=2,
+                    n_initial=2, n_recent=3, semantic_cache=semantic_cache)
+        sem, spa = torch.randn(2, 13, 2, 6), torch.randn(2, 13, 2, 5)
+        with torch.no_grad():
+            streamed = m.sequence(sem, spa, m.initial_state(2)).output
+            torch.testing.assert_close(m.episode(sem, spa), streamed, rtol=1e-5, atol=1e-5)
+        assert sorted(m.initial_state(1).names()) == sorted(
+            [*(["semantic_0", "semantic_1"] if semantic_cache else []), "spatial_0", "spatial_1"])
+
+
 def _dense_encoder(enc: Any, tokens: torch.Tensor, n_init: int, n_recent: int) -> torch.Tensor:
     T, P, _ = tokens.shape
     H, dh = enc.heads, enc.dim // enc.heads

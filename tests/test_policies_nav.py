@@ -191,7 +191,44 @@ def test_map_agent_checkpoint_and_missing_keys(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
     loaded = embodied.policies.from_pretrained(tmp_path)
     assert type(loaded).__name__ == "MapAgentPolicy" and loaded.config.stop_distance == 0.6
+    assert tuple(loaded.config.privileged_inputs) == ("semantic_category",)  # declared, kept in the checkpoint
+    with pytest.raises(ValueError, match="privileged_inputs"):
+        embodied.policies.make("map_agent", observation_space=env.observation_space, action_space=env.action_space,
+                               privileged_inputs=[])
     plain = embodied.envs.make("objectnav", resolution=16)
     with pytest.raises(ValueError, match="semantic=True"):
         embodied.policies.make("map_agent", observation_space=plain.observation_space,
                                action_space=plain.action_space)
+
+
+def recalled_after_tour(policy, env, seed: int):
+    """Run one ObjectRecall tour through the policy; return its recalled map object and the target's goals."""
+    obs, _ = env.reset(seed=seed)
+    policy.reset(np.ones(1, dtype=bool))
+    while True:
+        policy.act({k: np.asarray([v], dtype=object if isinstance(v, str) else None) for k, v in obs.items()})
+        if policy.rows[0].question:
+            break
+        obs, *_ = env.step(0)
+    ep = env.unwrapped.episode  # the target's view points, in the start frame (the agent's gps frame)
+    rel = np.asarray(ep.goals)[:, :2] - np.asarray(ep.start_position)[:2]
+    c, s = np.cos(-ep.start_yaw), np.sin(-ep.start_yaw)
+    return policy.rows[0].target, np.stack([c * rel[:, 0] - s * rel[:, 1], s * rel[:, 0] + c * rel[:, 1]], 1)
+
+
+def test_map_agent_recalls_objectrecall_targets_from_its_voxel_map() -> None:
+    """At the question, the object picked from the voxel map (components of labelled voxels, their colour
+    and the tour poses that faced them; no instance ids) stands where the target object is: within 1.5 m
+    of the view points around it (a wrong shown object is usually several metres away). Measured: 6 of
+    these 8 tours (the former id-keyed records picked the target in 2 of the first 6)."""
+    env = embodied.envs.make("objectrecall", split="val_unseen", **MAP_ENV)
+    policy = embodied.policies.make("map_agent", observation_space=env.observation_space,
+                                    action_space=env.action_space)
+    n, hits = 8, 0
+    for seed in range(n):
+        target, goals = recalled_after_tour(policy, env, seed)
+        assert policy.rows[0].tour_poses and (target is None or len(target.cells))
+        if target is not None:
+            hits += float(np.min(np.hypot(*(goals - target.centre).T))) <= 1.5
+    env.close()
+    assert hits >= 6, hits

@@ -12,6 +12,7 @@ import torch
 from training import train
 
 import embodied
+import embodied.memory as em
 from embodied.data import Episode, collect_episodes, episode_windows, normalization_stats
 from embodied.envs.libero import libero_available
 from embodied.evaluate import rollout
@@ -44,17 +45,147 @@ def build_janus(vln_data, **kw: Any) -> Any:
                                   obs_keys=VLN_KEYS, max_text_tokens=32, **kw)
 
 
-def test_janus_streaming_matches_window(vln_data) -> None:
-    # Small caches (2 initial + 5 recent frames) so that eviction happens inside the 33-44 step episodes.
-    policy = build_janus(vln_data, n_initial=2, n_recent=5)
+def stream_logits(policy: Any, obs: dict[str, np.ndarray], clear_spatial: bool = False) -> torch.Tensor:
+    """Step logits [T, n] along one episode's observations, streamed from an empty state (eval mode).
+    `clear_spatial`: empty the spatial encoder's caches before every step, so that only the LM's own
+    cache can carry the history."""
+    policy.eval()
+    policy.reset(np.ones(1, dtype=bool))
+    out = []
+    with torch.no_grad():
+        for t in range(len(obs["rgb"])):
+            if clear_spatial:
+                policy.rollout_state.memory.reset()
+            out.append(policy.step_logits({k: v[t : t + 1] for k, v in obs.items()})[0])
+    return torch.stack(out)
+
+
+def with_frame(episode: Episode, t: int, other: Episode, u: int) -> dict[str, np.ndarray]:
+    """The episode's observations with frame t's rgb and depth replaced by `other`'s frame u."""
+    obs = {k: v.copy() for k, v in episode.obs.items()}
+    for k in ("rgb", "depth"):
+        assert not np.array_equal(obs[k][t], other.obs[k][u])
+        obs[k][t] = other.obs[k][u]
+    return obs
+
+
+def test_janus_streaming_matches_whole_episode_training_pass(vln_data) -> None:
+    # Small caches (2 initial + 5 recent frames) so that eviction happens inside the 33-44 step episodes,
+    # in the spatial encoder's cache and in the LM's; the training pass (loss) reads window_logits.
+    n_init, n_recent = 2, 5
+    policy = build_janus(vln_data, n_initial=n_init, n_recent=n_recent)
     episodes = vln_data[2]
+    policy.eval()
     with torch.no_grad():
         window = policy.window_logits(episode_windows(episodes)["obs"])
         for i, ep in enumerate(episodes[:2]):
-            policy.reset(np.ones(1, dtype=bool))
-            stream = torch.stack([policy.step_logits({k: v[t : t + 1] for k, v in ep.obs.items()})[0]
-                                  for t in range(len(ep))])
+            assert len(ep) > n_init + n_recent + 1
+            stream = stream_logits(policy, ep.obs)
             torch.testing.assert_close(stream, window[i, : len(ep)], atol=1e-4, rtol=1e-4)
+            state, last = policy.rollout_state, len(ep) - 1
+            for layer in (state.lm.layer_0, state.lm.layer_1, state.memory.spatial_0):  # both caches evicted
+                assert sorted(layer.slot_frame[0].tolist()) == [0, 1, *range(last - n_recent, last + 1)]
+
+
+def test_janus_lm_reads_its_own_kv_cache(vln_data, monkeypatch) -> None:
+    """The LM gets a start+recent cache as its past key/values, and with the spatial encoder's caches
+    emptied before every step the history still changes the action logits: the LM's cache carries it."""
+    policy = build_janus(vln_data, n_initial=2, n_recent=5)
+    ep, other = vln_data[2][0], vln_data[2][1]
+    seen: list[Any] = []
+    lm_forward = policy.backbone.lm.forward
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        cache = kw.get("cache", kw.get("past_key_values"))
+        seen.append(int(cache.layers[0].frames_seen.max()) if isinstance(cache, em.dual_kv.StartRecentCache)
+                    else None)
+        return lm_forward(*args, **kw)
+
+    monkeypatch.setattr(policy.backbone.lm, "forward", spy)
+    t = 6
+    obs = {k: v[: t + 1] for k, v in ep.obs.items()}
+    base = stream_logits(policy, obs, clear_spatial=True)
+    calls, seen[:] = list(seen), []
+    changed = stream_logits(policy, {k: v[: t + 1] for k, v in with_frame(ep, t - 1, other, t - 1).items()},
+                            clear_spatial=True)
+    assert torch.equal(base[: t - 1], changed[: t - 1])
+    assert (base[t] - changed[t]).abs().max() > 1e-4  # frame t is the same: only the LM cache differs
+    assert calls == [0, *range(t + 1)]  # the prefix, then one call per frame over the frames cached so far
+
+
+def test_janus_action_depends_on_the_window_not_on_evicted_frames(vln_data) -> None:
+    """Step t's logits change when a frame still in the start or recent window changes, and are bit-for-bit
+    unchanged when only an evicted frame changes. 'Evicted' counts the history of the kept frames too:
+    a kept frame's keys were computed while it attended to its own window, so with E spatial encoder
+    layers and L LM layers step t reads frames back to t - (E + L) * n_recent (plus the initial ones)."""
+    n_init, n_recent = 2, 3
+    policy = build_janus(vln_data, n_initial=n_init, n_recent=n_recent, encoder_layers=1, lm_layers=2)
+    ep, other = vln_data[2][0], vln_data[2][2]
+    t, evicted = 20, n_init + 1
+    assert evicted < t - (1 + 2) * n_recent
+    obs = {k: v[: t + 1] for k, v in ep.obs.items()}
+    base = stream_logits(policy, obs)
+
+    def alter(frame: int) -> torch.Tensor:
+        return stream_logits(policy, {k: v[: t + 1] for k, v in with_frame(ep, frame, other, frame).items()})
+
+    for kept in (0, t - n_recent, t - 1):  # initial window, oldest and newest recent frame
+        assert (alter(kept)[t] - base[t]).abs().max() > 1e-4, kept
+    gone = alter(evicted)
+    assert (gone[evicted + 1] - base[evicted + 1]).abs().max() > 1e-4  # it mattered while it was kept
+    assert torch.equal(gone[t], base[t])
+
+
+def test_janus_training_pass_builds_no_dense_episode_mask(vln_data, monkeypatch) -> None:
+    """Every attention of the whole-episode training pass reads a start+recent band, never [T*P, T*P] keys:
+    the spatial encoder W*P keys per frame (W = n_initial + n_recent + 1), the LM, streamed in blocks of
+    n_recent + 1 frames, prefix + (W + n_recent) * F keys per block."""
+    n_init, n_recent = 2, 5
+    policy = build_janus(vln_data, n_initial=n_init, n_recent=n_recent)
+    windows = episode_windows(vln_data[2])
+    T, P, W = windows["obs"]["rgb"].shape[1], policy.tokens_per_frame, n_init + n_recent + 1
+    bound = max(W * P, policy.prefix_tokens + (W + n_recent) * policy.lm_frame_tokens)
+    assert bound * 2 < T * P
+    calls: list[tuple[int, int]] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: Any = None, **kw: Any) -> Any:
+        calls.append((k.shape[-2], 0 if attn_mask is None else attn_mask.shape[-1]))
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    policy.loss(windows).backward()
+    assert len(calls) >= -(-T // (n_recent + 1)) * policy.config.lm_layers  # the LM streamed through its cache
+    assert max(max(c) for c in calls) <= bound, max(calls)
+
+
+def test_janus_with_a_local_hf_backbone_streams_like_its_training_pass(vln_data, tmp_path) -> None:
+    """`backbone=<local dir>`: a tiny random Qwen2 (grouped-query attention, q/k/v biases) and a word-level
+    tokenizer written here (nothing downloaded); its own KV cache streams like the training pass, with
+    eviction, and the loss backpropagates."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    episodes = vln_data[2][:2]
+    words = sorted({w for e in episodes for w in str(e.obs["instruction"][0]).lower().replace(".", " ").split()})
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["<pad>", "<unk>", *words])}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>").save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(words) + 2, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(tmp_path)
+    policy = build_janus(vln_data, backbone=str(tmp_path), n_initial=2, n_recent=5)
+    assert policy.backbone.cache_geometry() == (2, 2, 8)
+    windows = episode_windows(episodes)
+    policy.eval()
+    with torch.no_grad():
+        window = policy.window_logits(windows["obs"])
+        for i, ep in enumerate(episodes):
+            assert len(ep) > 2 + 5 + 1
+            torch.testing.assert_close(stream_logits(policy, ep.obs), window[i, : len(ep)], atol=1e-4, rtol=1e-4)
+    policy.train()
+    policy.loss(windows).backward()
+    assert policy.backbone.lm.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
 
 
 def test_janus_overfits_expert_episodes(vln_data) -> None:

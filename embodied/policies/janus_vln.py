@@ -7,22 +7,32 @@ Per step, the current frame is cut into P patches twice:
   `hfov`, principal point at the centre, square pixels) to camera-frame points (x right, y up, z
   forward, divided by the depth range), patched the same way.
 
-Each goes through a frame-streaming attention encoder whose per-layer KV caches keep the first
-`n_initial` (8) and last `n_recent` (48) frames: the `dual_kv` memory (`embodied.memory.dual_kv`). The
-two token sets are fused additively, `S + lambda * MLP(G)` with lambda = 0.2, and a `transformers` causal
-LM (a tiny random Llama by default, or `backbone=<local path>`) reads `[bos; instruction; fused tokens]`
-(2x2 neighbouring patches merged into one LLM token, as JanusVLN's merger does);
-a linear head on the last position's hidden state concatenated with the fused frame tokens (a skip
-path: the tiny LM alone learns slowly from scratch; see the comment at `head`) scores STOP / FORWARD /
-LEFT / RIGHT (a classifier head instead of JanusVLN's generated action words: one forward pass per step, no decoding).
+The dual implicit memory, as in JanusVLN:
 
-**Streaming vs window.** `act` encodes one frame per step through the caches. `loss` computes a whole
-episode window in one pass with the same weights: every frame's tokens attend to the tokens of the
-frames a streaming cache would hold at that step (frame j is visible from frame i iff j <= i and
-(j < n_initial or j >= i - n_recent)), so the two modes compute the same function for episodes of any
-length (tested to 1e-4). The window pass exists because the caches are written in place and are
-stored detached, so they cannot be backpropagated through; in the window pass gradients also reach
-the keys and values of earlier frames (JanusVLN freezes its encoders; here they are trained).
+* **spatial-geometric memory**: a frame-streaming attention encoder whose per-layer KV caches keep the
+  first `n_initial` (8) and last `n_recent` (48) frames (`embodied.memory.dual_kv`, the VGGT stand-in);
+* **visual-semantic memory**: the causal LM's own KV cache. The semantic encoder is per-frame (the ViT
+  stand-in, no cache of its own); the two token sets are fused additively, `S + lambda * MLP(G)` with
+  lambda = 0.2, 2x2 neighbouring patches merged into one LLM token (JanusVLN's merger), and the LM (a tiny
+  random Llama by default, or `backbone=<local path>`) reads one frame's fused tokens per step with a
+  `StartRecentCache` as its `past_key_values`: a never-evicted `[bos; instruction]` prefix, then the
+  fused tokens of the first `n_initial` and the last `n_recent` frames (evicted after the current frame
+  attended). Positions are absolute (the valid prefix tokens, then `frame * F + token`), passed explicitly
+  with an explicit per-row mask, so rows at different steps share one call and reset independently.
+
+A linear head on the last position's hidden state concatenated with the fused frame tokens (a skip path:
+the tiny LM alone learns slowly from scratch; see the comment at `head`) scores STOP / FORWARD / LEFT /
+RIGHT (a classifier head instead of JanusVLN's generated action words: one forward pass per step, no
+decoding).
+
+**Streaming vs training.** `act` runs one frame per step through both caches. The training pass
+(`forward(batch)`, `loss(windows)`) takes whole episodes from their first frame: the spatial encoder runs
+blockwise over each frame's start+recent band (`DualKV.episode`), the semantic encoder on all frames at
+once, and the LM streams over the episode in blocks of n_recent + 1 frames per call through a
+`StartRecentCache` whose ring holds n_recent + block frames (each query frame's window is selected by frame
+index), its writes kept in the autograd graph (out of place), so gradients reach the history the LM read.
+No [T*P, T*P] mask is ever built; the two modes compute the same function for episodes of any length
+(tested to 1e-4, eviction included).
 """
 
 from __future__ import annotations
@@ -37,8 +47,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from embodied.memory.dual_kv import DualKV, StreamingEncoder
+from embodied.memory.dual_kv import DualKV, StartRecentCache, StartRecentLayer
 from embodied.memory.state import TensorState
+from embodied.policies.encoders import PAD
 from embodied.policies.memory_vla import LanguageBackbone, text_key, vector_encoder
 from embodied.policies.pretrained import PolicyConfig, PretrainedPolicy
 
@@ -92,28 +103,6 @@ def merge_patches(tokens: Tensor, grid: tuple[int, int], k: int) -> Tensor:
     return x.reshape(m, (gh // k) * (gw // k), k * k * d)
 
 
-def start_recent_mask(frames: int, tokens: int, n_initial: int, n_recent: int, device: Any) -> Tensor:
-    """[T*P, T*P] bool: which frames a start+recent cache holds when frame i attends."""
-    f = torch.arange(frames, device=device).repeat_interleave(tokens)
-    qi, kj = f[:, None], f[None, :]
-    return (kj <= qi) & ((kj < n_initial) | (kj >= qi - n_recent))
-
-
-def window_encode(enc: StreamingEncoder, tokens: Tensor, n_initial: int, n_recent: int) -> Tensor:
-    """The streaming encoder over a whole window [B, T, P, Din] -> [B, T, P, dim] in one pass,
-    with the attention a start+recent cache would allow (the same weights as `enc.forward`)."""
-    b, t, p, _ = tokens.shape
-    heads, dim = enc.heads, enc.dim
-    x = (enc.inp(tokens) + enc.pos).reshape(b, t * p, dim)
-    mask = start_recent_mask(t, p, n_initial, n_recent, tokens.device)
-    for i in range(len(enc.qkv)):
-        q, k, v = enc.qkv[i](enc.ln1[i](x)).view(b, t * p, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        x = x + enc.proj[i](att.transpose(1, 2).reshape(b, t * p, dim))
-        x = x + enc.mlp[i](enc.ln2[i](x))
-    return x.view(b, t, p, dim)
-
-
 class JanusVLNPolicy(PretrainedPolicy):
     """JanusVLN-style policy for discrete navigation actions; see the module docstring."""
 
@@ -143,7 +132,7 @@ class JanusVLNPolicy(PretrainedPolicy):
         self.memory = DualKV(semantic_dim=patch_dim, spatial_dim=patch_dim, dim=config.dim,
                              tokens_per_frame=self.tokens_per_frame, layers=config.encoder_layers,
                              heads=config.encoder_heads, n_initial=config.n_initial, n_recent=config.n_recent,
-                             fusion_weight=config.fusion_weight)
+                             fusion_weight=config.fusion_weight, semantic_cache=False)
         self.backbone = LanguageBackbone(config.vocab, config.lm_hidden, config.lm_layers, config.lm_heads,
                                          config.max_text_tokens, config.backbone)
         self.to_lm = nn.Linear(config.dim * self.merge**2, self.backbone.hidden)
@@ -151,6 +140,10 @@ class JanusVLNPolicy(PretrainedPolicy):
         # Skip path from the fused frame tokens to the head: measured on 4 VLN expert episodes, the
         # LM-only path reached 66-79% training accuracy in 80 Adam steps, the skip path 94%.
         self.head = nn.Linear(self.backbone.hidden + config.dim * self.tokens_per_frame, config.n_actions)
+        # The LM's cache geometry: a [bos; instruction] prefix, then F tokens per frame.
+        self.prefix_tokens = 1 + (config.max_text_tokens if self.text_key else 0)
+        self.lm_frame_tokens = self.tokens_per_frame // self.merge**2 + (self.encoder is not None)
+
 
     # ------------------------------------------------------------------ features
     def frame_tokens(self, obs: dict[str, Any]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
@@ -167,25 +160,68 @@ class JanusVLNPolicy(PretrainedPolicy):
         points = backproject(depth, c.hfov) / spec[c.depth_key].scale
         return patchify(rgb, c.patch), patchify(points, c.patch)
 
-    def decide(self, fused: Tensor, x: dict[str, Tensor], texts: Sequence[str] | None) -> Tensor:
-        """Fused frame tokens [M, P, dim] (+ vector token) + instruction -> action logits [M, n_actions]."""
-        m, device = len(fused), fused.device
-        if texts is not None:
-            ids, tmask = self.backbone.tokenize(texts, device)
-        else:
-            ids = torch.zeros(m, 0, dtype=torch.long, device=device)
-            tmask = torch.zeros(m, 0, dtype=torch.bool, device=device)
-        return self.decide_ids(fused, x, ids, tmask)
-
-    def decide_ids(self, fused: Tensor, x: dict[str, Tensor], ids: Tensor, tmask: Tensor) -> Tensor:
-        """`decide` with the instruction already as ids/mask [M, L]."""
+    def lm_tokens(self, fused: Tensor, x: dict[str, Tensor]) -> Tensor:
+        """Fused frame tokens [M, P, dim] (+ the vector token) -> the frame's LM input [M, F, hidden]."""
         tokens = self.to_lm(merge_patches(fused, self.grid, self.merge))
         if self.encoder is not None:
             tokens = torch.cat([tokens, self.vec_to_lm(self.encoder(x))[:, None]], dim=1)
-        return self.head(torch.cat([self.backbone(ids, tmask, tokens)[:, -1], fused.flatten(1)], dim=-1))
+        return tokens
 
+    def text_ids(self, texts: Sequence[str] | None, rows: int) -> tuple[Tensor, Tensor]:
+        """Instructions -> ids / validity [rows, prefix_tokens - 1] (none without a text observation)."""
+        device = self.device()
+        if texts is None:
+            return (torch.zeros(rows, 0, dtype=torch.long, device=device),
+                    torch.zeros(rows, 0, dtype=torch.bool, device=device))
+        return self.backbone.tokenize(texts, device)
+
+    def head_logits(self, hidden: Tensor, fused: Tensor) -> Tensor:
+        """The LM's last hidden state of the frame [M, hidden] + fused tokens [M, P, dim] -> [M, n_actions]."""
+        return self.head(torch.cat([hidden, fused.flatten(1)], dim=-1))
+
+    # ------------------------------------------------------------------ the LM's KV cache (semantic memory)
+    def lm_state(self, batch_size: int, block: int = 1) -> TensorState:
+        """An empty start+recent cache of the LM, one child per decoder layer (`layer_0`, ...); `block`:
+        frames per LM call (1 in rollouts)."""
+        layers, kv_heads, head_dim = self.backbone.cache_geometry()
+        dtype = next(self.backbone.parameters()).dtype
+        state = TensorState(batch_size)
+        for i in range(layers):
+            state.add_child(f"layer_{i}", StartRecentLayer.new_state(
+                batch_size, kv_heads, head_dim, self.config.n_initial, self.config.n_recent,
+                self.lm_frame_tokens, dtype, self.device(), prefix_tokens=self.prefix_tokens, block=block))
+        return state
+
+    def lm_cache(self, state: TensorState, detached: bool) -> StartRecentCache:
+        """The LM's `past_key_values` as views of `state` (rebuilt per call; the state is the memory)."""
+        layers = [state[f"layer_{i}"] for i in range(len(state.names()))]
+        cache = StartRecentCache.over(layers, self.config.n_initial, self.config.n_recent, self.lm_frame_tokens,
+                                      self.prefix_tokens)
+        cache.set_detached(detached)
+        return cache
+
+    def lm_prefix(self, cache: StartRecentCache, ids: Tensor, tmask: Tensor, rows: Tensor | None) -> None:
+        """Write `[bos; instruction]` into the cache of `rows` ([B] bool; None: all), at positions 0.."""
+        emb, valid = self.backbone.prefix(ids, tmask)
+        cache.set_active(rows)
+        cache.begin_prefix(valid)
+        allowed = cache.layers[0].next_attention_mask(emb.shape[1])
+        self.backbone.cached(emb, allowed, (valid.long().cumsum(1) - 1).clamp(min=0), cache)
+        cache.set_active(None)
+
+    def lm_frames(self, cache: StartRecentCache, tokens: Tensor) -> Tensor:
+        """The next k frames' tokens [B, k*F, hidden] (k = 1 in rollouts, up to the cache's block in
+        training) through the LM over its cache (written; frames beyond the window are evicted) -> the
+        hidden states [B, k*F, hidden]."""
+        layer = cache.layers[0]
+        start = layer.prefix_mask.sum(1) + layer.frames_seen * self.lm_frame_tokens  # valid prefix, then frames
+        pos = start[:, None] + torch.arange(tokens.shape[1], device=tokens.device)[None]
+        return self.backbone.cached(tokens, layer.next_attention_mask(tokens.shape[1]), pos, cache)
+
+    # ------------------------------------------------------------------ streaming (act)
     def step_logits(self, obs: dict[str, Any]) -> Tensor:
-        """Streaming mode: one frame per row through the caches (writes the frame)."""
+        """Streaming mode: one frame per row through the spatial cache and the LM's cache (writes the frame;
+        a row whose cache is empty first writes its instruction prefix)."""
         sem, spa, x = self.frame_tokens(obs)
         state = self._checked_state(len(sem))
         assert state is not None
@@ -193,31 +229,47 @@ class JanusVLNPolicy(PretrainedPolicy):
         self.note_read("dual_kv", "dual_kv", {k: v for k, v in r.trace.items() if k in ("kept_frames", "occupancy")},
                        {"n_initial": self.config.n_initial, "n_recent": self.config.n_recent})
         fused = r.output
-        return self.decide(fused, x, list(obs[self.text_key]) if self.text_key else None)
+        cache = self.lm_cache(state.lm, detached=True)
+        starting = ~cache.layers[0].prefix_mask[:, 0]  # bos is always valid once the prefix is written
+        if bool(starting.any()):
+            texts = [str(t) for t in obs[self.text_key]] if self.text_key else None
+            self.lm_prefix(cache, *self.text_ids(texts, len(sem)), starting)
+        hidden = self.lm_frames(cache, self.lm_tokens(fused, x))
+        return self.head_logits(hidden[:, -1], fused)
+
+    # ------------------------------------------------------------------ whole episodes (training)
+    def episode_logits(self, sem: Tensor, spa: Tensor, x: dict[str, Tensor], ids: Tensor, tmask: Tensor,
+                       b: int, t: int) -> Tensor:
+        """[B*T, P, .] patch tokens of whole episodes (each row from its first frame), the tensors and the
+        instructions [B, L] -> logits [B, T, n]: blockwise encoders, then the LM streamed over blocks of
+        n_recent + 1 frames through a fresh start+recent cache whose writes stay in the autograd graph
+        (each block attends to the prefix, its start+recent band and itself: at most
+        prefix + (n_initial + 2 n_recent + 1) * F keys, never a [T*P, T*P] mask)."""
+        fused = self.memory.episode(sem.view(b, t, *sem.shape[1:]), spa.view(b, t, *spa.shape[1:]))
+        f = self.lm_frame_tokens
+        tokens = self.lm_tokens(fused.flatten(0, 1), x).view(b, t * f, -1)
+        block = min(t, self.config.n_recent + 1)
+        cache = self.lm_cache(self.lm_state(b, block), detached=False)
+        self.lm_prefix(cache, ids, tmask, None)
+        hidden = torch.cat([self.lm_frames(cache, tokens[:, i * f : (i + block) * f]) for i in range(0, t, block)], 1)
+        hidden = hidden.view(b * t, f, -1)[:, -1]  # each frame's last token
+        return self.head_logits(hidden, fused.flatten(0, 1)).view(b, t, -1)
 
     def window_logits(self, obs: dict[str, Any]) -> Tensor:
-        """Window mode: [B, T, ...] observations (each row from an episode's first step) -> [B, T, n]."""
+        """Raw whole-episode windows [B, T, ...] (each row from an episode's first step; the instruction is
+        read from its first frame) -> [B, T, n]."""
         first = next(iter(obs.values()))
         b, t = np.shape(first)[:2]
         flat = {k: np.asarray(v).reshape(b * t, *np.shape(v)[2:]) for k, v in obs.items()
                 if k in self.config.obs_spec}
         sem, spa, x = self.frame_tokens(flat)
-        fused = self.window_fused(sem, spa, b, t)
-        texts = list(flat[self.text_key]) if self.text_key else None
-        return self.decide(fused, x, texts).view(b, t, -1)
-
-    def window_fused(self, sem: Tensor, spa: Tensor, b: int, t: int) -> Tensor:
-        """[B*T, P, .] patch tokens of episode-start windows -> fused tokens [B*T, P, dim], each frame
-        attending to what the start+recent caches would hold at its step."""
-        mem, c = self.memory, self.config
-        s = window_encode(mem.semantic, sem.view(b, t, *sem.shape[1:]), c.n_initial, c.n_recent)
-        g = window_encode(mem.spatial, spa.view(b, t, *spa.shape[1:]), c.n_initial, c.n_recent)
-        return (s + mem.fusion_weight * mem.merger(g)).flatten(0, 1)
+        texts = [str(r[0]) for r in np.asarray(obs[self.text_key], dtype=object)] if self.text_key else None
+        return self.episode_logits(sem, spa, x, *self.text_ids(texts, b), b, t)
 
     def forward(self, batch: dict[str, Any], state: TensorState | None = None) -> dict[str, Any]:
-        """Cross-entropy on a tensor batch of whole-episode windows (`train.sampling=episode`): the
-        window pass reproduces the streaming caches from each episode's first frame, so a window must
-        start an episode and hold no other episode's start (padding at its end is fine)."""
+        """Cross-entropy on a tensor batch of whole-episode windows (`train.sampling=episode`): the LM and
+        the spatial encoder rebuild their caches from each episode's first frame, so a window must start an
+        episode and hold no other episode's start (padding at its end is fine)."""
         start = batch["episode_start"]
         if state is not None or not bool(start[:, 0].all()) or bool(start[:, 1:].any()):
             raise ValueError("janus_vln trains on whole episodes from their first frame: use "
@@ -229,20 +281,21 @@ class JanusVLNPolicy(PretrainedPolicy):
         b, t = start.shape
         x = {k: obs[k].to(device).flatten(0, 1) for k, s in self.config.obs_spec.items() if s.kind != "text"}
         sem, spa = self.patch_tokens(x)
-        fused = self.window_fused(sem, spa, b, t)
-        if self.text_key is not None:  # the processor's word ids are the tiny backbone's own ids
-            ids = obs[self.text_key].to(device).flatten(0, 1)[:, : self.backbone.max_text_tokens]
-            tmask = ids != 0
+        if self.text_key is not None:  # the processor's word ids (the tiny backbone's own), first frame
+            ids = obs[self.text_key].to(device)[:, 0, : self.backbone.max_text_tokens]
+            ids = F.pad(ids, (0, self.prefix_tokens - 1 - ids.shape[1]), value=PAD)
         else:
-            ids = torch.zeros(b * t, 0, dtype=torch.long, device=device)
-            tmask = torch.zeros(b * t, 0, dtype=torch.bool, device=device)
-        logits = self.decide_ids(fused, x, ids, tmask).view(b, t, -1)
+            ids = torch.zeros(b, 0, dtype=torch.long, device=device)
+        logits = self.episode_logits(sem, spa, x, ids, ids != PAD, b, t)
         loss = self.action_loss(logits, batch["action"].to(device), batch["loss_mask"].to(device))
         return {"loss": loss}
 
     # ------------------------------------------------------------------ Policy protocol
     def initial_state(self, batch_size: int) -> TensorState:
-        return TensorState(batch_size).add_child("memory", self.memory.initial_state(batch_size, self.device()))
+        """The rollout state: the spatial encoder's caches (`memory`) and the LM's cache (`lm`)."""
+        state = TensorState(batch_size)
+        state.add_child("memory", self.memory.initial_state(batch_size, self.device()))
+        return state.add_child("lm", self.lm_state(batch_size))
 
     @torch.no_grad()
     def act(self, obs: dict[str, Any]) -> np.ndarray:

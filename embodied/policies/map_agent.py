@@ -8,11 +8,17 @@ plans with fast marching (`scikit-fmm`) toward a goal region:
 * ObjectNav: the free cells near any voxel whose majority label is the goal category; STOP
   once that category is within `stop_distance`. Until the category is mapped it explores
   (a first look around, then the nearest frontier between seen floor and unknown space).
-* ObjectRecall: during the tour (phase 0, actions ignored) it records, per semantic object
-  id, where its pixels lie, its category and its mean colour, and when the tour turned to
-  face it (close by, near the centre of view): that order answers "shown first/second".
-  In the question phase it parses the question, picks the remembered object and goes
-  back to it.
+* ObjectRecall: during the tour (phase 0, actions ignored) it fuses every frame into the map
+  as for ObjectNav, with each pixel's colour as the voxel feature, and keeps the tour's own
+  poses. At the question it queries the map: the labelled voxels above the floor, split
+  per category into connected top-down components, are the objects (category = the
+  voxels' majority label, colour = their mean feature, position = their cells); an object
+  was shown at the first tour step that faced it from next to it, and that order answers
+  "shown first/second". It parses the question, picks the object and goes back to it.
+
+Privileged inputs (declared in `MapAgentConfig.privileged_inputs` and docs/policies.md): the
+per-pixel semantic category labels (`semantic_category`, from an env built with
+`semantic=True`). Object instance ids (`semantic`) are not read.
 
 It has no weights: `save_pretrained` writes its config and an empty weights file, and
 `from_pretrained` rebuilds it. The env must be built with `semantic=True`.
@@ -41,6 +47,7 @@ from embodied.policies.pretrained import PretrainedPolicy
 STOP, FORWARD, LEFT, RIGHT = 0, 1, 2, 3
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
 REQUIRED_KEYS = ("depth", "semantic_category", "gps", "compass")
+PRIVILEGED = ("semantic_category",)  # simulator ground truth a real robot would not get for free
 
 
 @dataclasses.dataclass
@@ -58,8 +65,16 @@ class MapAgentConfig:
     turn_threshold_deg: float = 20.0
     look_around_steps: int = 24  # ObjectNav: turn in place first (24 x 15 deg = one turn)
     face_distance: float = 1.6  # ObjectRecall: "the tour faced o" = o's centre this close ...
-    face_angle_deg: float = 12.0  # ... and within this angle of the heading
+    face_angle_deg: float = 12.0  # ... and within this angle of the heading ...
+    face_reach: float = 0.6  # ... and o's nearest mapped point this close (the tour stood next to it)
+    min_object_points: int = 8  # ObjectRecall: smaller labelled map components are noise
+    privileged_inputs: tuple[str, ...] = PRIVILEGED  # a declaration: what it reads that a robot lacks
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if tuple(self.privileged_inputs) != PRIVILEGED:
+            raise ValueError(f"map_agent: privileged_inputs declares what it reads, {list(PRIVILEGED)} (per-pixel "
+                             f"category labels); got {list(self.privileged_inputs)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -71,33 +86,22 @@ class MapAgentConfig:
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown config keys {unknown}; accepted: {sorted(known)}")
         data = dict(data)
-        if "obstacle_z" in data:
-            data["obstacle_z"] = tuple(data["obstacle_z"])
+        for key in ("obstacle_z", "privileged_inputs"):
+            if key in data:
+                data[key] = tuple(data[key])
         return cls(**data)
 
 
 @dataclasses.dataclass
-class _SeenObject:
-    """What the tour showed of one semantic object id."""
+class _MapObject:
+    """One object as the voxel map holds it: a connected top-down component of voxels of one category."""
 
-    cells: set[int] = dataclasses.field(default_factory=set)  # 2-D grid cells of its points
-    xy_sum: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))
-    n_points: int = 0
-    rgb_sum: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(3))
-    category_votes: dict[int, int] = dataclasses.field(default_factory=dict)
-    faced_at: int | None = None  # tour step when the tour turned to face it
-
-    @property
-    def centre(self) -> np.ndarray:
-        return self.xy_sum / max(self.n_points, 1)
-
-    @property
-    def category(self) -> int:
-        return max(self.category_votes, key=self.category_votes.get) if self.category_votes else -1
-
-    @property
-    def rgb(self) -> np.ndarray:
-        return self.rgb_sum / max(self.n_points, 1) / 255.0
+    category: int
+    cells: np.ndarray  # flat 2-D grid cells of its voxels
+    centre: np.ndarray  # count-weighted mean xy of its voxels (m)
+    rgb: np.ndarray  # mean colour of its fused pixels, in [0, 1]
+    points: int  # pixels fused into it
+    faced_at: int | None = None  # first tour step that faced it
 
 
 @dataclasses.dataclass
@@ -111,8 +115,8 @@ class _Row:
     stuck: int = 0
     visited: set[int] = dataclasses.field(default_factory=set)
     blocked: set[int] = dataclasses.field(default_factory=set)
-    objects: dict[int, _SeenObject] = dataclasses.field(default_factory=dict)
-    target_id: int | None = None  # ObjectRecall: the remembered object to return to
+    tour_poses: list[tuple[float, float, float]] = dataclasses.field(default_factory=list)  # x, y, yaw
+    target: _MapObject | None = None  # ObjectRecall: the object of the map to return to
     question: str = ""
     rng: np.random.Generator = dataclasses.field(default_factory=np.random.default_rng)
 
@@ -183,8 +187,8 @@ class MapAgentPolicy(PretrainedPolicy):
     def _new_map(self, batch_size: int) -> VoxelMap:
         c = self.config
         return VoxelMap(batch_size=batch_size, voxel_size=c.voxel_size, hfov=math.radians(c.hfov_deg),
-                        num_classes=len(CATEGORIES), extent=c.extent, z_range=(-1.0, 3.0), max_depth=c.max_depth,
-                        stride=c.stride)
+                        num_classes=len(CATEGORIES), feature_dim=3, extent=c.extent, z_range=(-1.0, 3.0),
+                        max_depth=c.max_depth, stride=c.stride)  # feature: the pixel colour
 
     # ------------------------------------------------------------------ Policy protocol
     def reset(self, mask: np.ndarray) -> None:
@@ -221,7 +225,8 @@ class MapAgentPolicy(PretrainedPolicy):
         gps = np.asarray(obs["gps"], dtype=np.float64)
         yaw = np.asarray(obs["compass"], dtype=np.float64).reshape(n)
         pose = torch.tensor(np.c_[gps, np.full(n, c.camera_height), yaw], dtype=torch.float32)
-        written = self.map.write(depth, pose, labels)
+        colour = torch.as_tensor(np.asarray(obs["rgb"], dtype=np.float32) / 255.0) if "rgb" in obs else None
+        written = self.map.write(depth, pose, labels, colour)
         if self.trace_sink is not None:  # the map's points are gathered only when someone reads them
             self.note_read("voxel_map", "voxel_map", {**written, **self._map_points(n)},
                            {"voxel_size": c.voxel_size})
@@ -232,13 +237,13 @@ class MapAgentPolicy(PretrainedPolicy):
             row.visited.add(self._cell(gps[i]))
             if "phase" in obs:
                 if phases[i] == 0:
-                    self._record_tour(row, obs, i, depth[i].numpy(), pose[i].numpy())
+                    row.tour_poses.append((float(gps[i][0]), float(gps[i][1]), float(yaw[i])))
                     actions[i] = FORWARD  # ignored during the tour
                     row.steps += 1
                     continue
                 if not row.question:
                     row.question = str(obs["instruction"][i])
-                    row.target_id = self._answer(row, row.question)
+                    row.target = self._answer(self._shown_objects(i, row), row.question)
             goal = self._goal_cells(row, grids[i], obs, i)
             actions[i] = self._navigate(row, grids[i], gps[i], float(yaw[i]), goal, look_around="phase" not in obs)
             row.last_action, row.last_xy = int(actions[i]), gps[i].copy()
@@ -288,9 +293,7 @@ class MapAgentPolicy(PretrainedPolicy):
     def _goal_cells(self, row: _Row, grid: dict[str, np.ndarray], obs: dict[str, Any], i: int) -> np.ndarray | None:
         """Cells of the thing to reach (None: not known yet, explore)."""
         if "phase" in obs:  # ObjectRecall
-            if row.target_id is None or row.target_id not in row.objects:
-                return None
-            return np.fromiter(row.objects[row.target_id].cells, dtype=np.int64)
+            return None if row.target is None else row.target.cells
         if "objectgoal" in obs:
             cat = int(np.asarray(obs["objectgoal"]).reshape(-1)[i])
             sel = (grid["label"] == cat) & (grid["z"] > 0.0)
@@ -298,53 +301,60 @@ class MapAgentPolicy(PretrainedPolicy):
             return cells if len(cells) else None
         return None
 
-    # ------------------------------------------------------------------ ObjectRecall memory
-    def _record_tour(self, row: _Row, obs: dict[str, Any], i: int, depth: np.ndarray, pose: np.ndarray) -> None:
-        """Accumulate every visible object's points, category and colour; mark the objects the
-        tour is facing (close, near the centre of view) with the tour step."""
+    # ------------------------------------------------------------------ ObjectRecall: querying the map
+    def map_objects(self, i: int) -> list[_MapObject]:
+        """The objects in row i's voxel map: labelled (non-structure) voxels above the floor, split per
+        majority category into 8-connected top-down components of at least `min_object_points` pixels."""
+        c, m = self.config, self.map
+        sel = (m.vkeys // m.K) == i
+        lin = (m.vkeys[sel] % m.K).numpy()
+        z = (lin % m.nz + 0.5) * m.voxel_size + m.z_range[0]
+        cell = lin // m.nz
+        label = m.votes[sel].argmax(-1).numpy()
+        counts, colour = m.counts[sel].numpy(), m.feats[sel].numpy()
+        keep = (label > 0) & (z > 0.0)
+        objects = []
+        for cat in np.unique(label[keep]):
+            v = keep & (label == cat)
+            cells, w, f = cell[v], counts[v], colour[v]
+            gx, gy = cells // self.nx, cells % self.nx
+            grid = np.zeros((gx.max() - gx.min() + 1, gy.max() - gy.min() + 1), dtype=bool)
+            grid[gx - gx.min(), gy - gy.min()] = True
+            comp, n = ndimage.label(grid, structure=np.ones((3, 3)))
+            part = comp[gx - gx.min(), gy - gy.min()]
+            for j in range(1, n + 1):
+                o = part == j
+                points = float(w[o].sum())
+                if points < c.min_object_points:
+                    continue
+                xy = (np.stack([gx[o], gy[o]], 1) + 0.5) * c.voxel_size - c.extent
+                objects.append(_MapObject(int(cat), np.unique(cells[o]), (xy * w[o, None]).sum(0) / points,
+                                          f[o].sum(0) / points, int(points)))
+        return objects
+
+    def _shown_objects(self, i: int, row: _Row) -> list[_MapObject]:
+        """The map's objects, each with the first tour step that faced it, or None: its centre within
+        `face_distance` and `face_angle_deg` of the tour's pose and its nearest cell within `face_reach`
+        (the tour walks to a spot next to each shown object and turns to it; measured on 8 val_unseen
+        tours, the reach condition drops most objects merely passed while keeping every shown one)."""
         c = self.config
-        sem = np.asarray(obs["semantic"][i]) if "semantic" in obs else None
-        if sem is None:
-            raise KeyError("map_agent on ObjectRecall needs the 'semantic' (object id) observation: semantic=True")
-        cat = np.asarray(obs["semantic_category"][i])
-        rgb = np.asarray(obs["rgb"][i], dtype=np.float64) if "rgb" in obs else None
-        pts, valid = self.map.backproject(torch.as_tensor(depth)[None], torch.as_tensor(pose)[None])
-        pts, valid = pts[0].numpy(), valid[0].numpy()
-        ok = valid & (sem > 0) & (cat > 0)
-        ids = sem[ok]
-        xyz = pts[ok]
-        cats = cat[ok]
-        cols = rgb[ok] if rgb is not None else np.zeros((len(ids), 3))
-        for oid in np.unique(ids):
-            sel = ids == oid
-            o = row.objects.setdefault(int(oid), _SeenObject())
-            p = xyz[sel]
-            o.xy_sum += p[:, :2].sum(0)
-            o.n_points += int(sel.sum())
-            o.rgb_sum += cols[sel].sum(0)
-            o.cells.update(self._cells(p[:, :2]).tolist())
-            for k, v in zip(*np.unique(cats[sel], return_counts=True)):
-                o.category_votes[int(k)] = o.category_votes.get(int(k), 0) + int(v)
-        here, yaw = pose[:2].astype(np.float64), float(pose[3])
-        for o in row.objects.values():
-            if o.faced_at is not None:
-                continue
-            d = o.centre - here
-            dist = float(np.hypot(*d))
-            ang = abs(_wrap(math.atan2(d[1], d[0]) - yaw))
-            if dist < c.face_distance and ang < math.radians(c.face_angle_deg):
-                o.faced_at = row.tour_steps
-        row.tour_steps += 1
+        objects = self.map_objects(i)
+        if not objects or not row.tour_poses:
+            return objects
+        poses = np.asarray(row.tour_poses)  # [S, 3]
+        d = np.stack([o.centre for o in objects])[None] - poses[:, None, :2]  # [S, N, 2]
+        ang = np.abs((np.arctan2(d[..., 1], d[..., 0]) - poses[:, None, 2] + np.pi) % (2 * np.pi) - np.pi)
+        faced = (np.hypot(d[..., 0], d[..., 1]) < c.face_distance) & (ang < math.radians(c.face_angle_deg))
+        for k, o in enumerate(objects):
+            xy = (np.stack([o.cells // self.nx, o.cells % self.nx], 1) + 0.5) * c.voxel_size - c.extent
+            reach = np.hypot(*(xy[None] - poses[:, None, :2]).transpose(2, 0, 1)).min(1)  # [S]
+            steps = np.flatnonzero(faced[:, k] & (reach < c.face_reach))
+            o.faced_at = int(steps[0]) if len(steps) else None
+        return objects
 
-    def _cells(self, xy: np.ndarray) -> np.ndarray:
-        g = np.floor((xy + self.config.extent) / self.config.voxel_size).astype(np.int64)
-        g = np.clip(g, 0, self.nx - 1)
-        return g[:, 0] * self.nx + g[:, 1]
-
-    def _answer(self, row: _Row, question: str) -> int | None:
-        """Parse the question and pick the remembered object it names."""
-        shown = sorted((o.faced_at, oid) for oid, o in row.objects.items() if o.faced_at is not None)
-        order = [oid for _, oid in shown]
+    def _answer(self, objects: list[_MapObject], question: str) -> _MapObject | None:
+        """Parse the question and pick the map object it names (the shown ones first)."""
+        order = sorted((o for o in objects if o.faced_at is not None), key=lambda o: o.faced_at)
         q = question.lower()
         m = re.search(r"shown (" + "|".join(ORDINALS) + r")\b", q)
         if m:
@@ -353,16 +363,16 @@ class MapAgentPolicy(PretrainedPolicy):
         m = re.search(r"the ([a-z]+) object you were shown", q)
         if m and m.group(1) in COLOURS:
             ref = np.asarray(COLOURS[m.group(1)][:3])
-            pool = order or list(row.objects)
-            return min(pool, key=lambda oid: _colour_distance(row.objects[oid].rgb, ref)) if pool else None
+            pool = order or objects
+            return min(pool, key=lambda o: _colour_distance(o.rgb, ref)) if pool else None
         m = re.search(r"the ([a-z ]+?) you were shown", q)
         if m and m.group(1) in CATEGORIES:
             cat = CATEGORIES.index(m.group(1))
-            for oid in order:
-                if row.objects[oid].category == cat:
-                    return oid
-            same = [oid for oid, o in row.objects.items() if o.category == cat]
-            return max(same, key=lambda oid: row.objects[oid].n_points) if same else None
+            shown = [o for o in order if o.category == cat]
+            if shown:
+                return shown[0]
+            same = [o for o in objects if o.category == cat]
+            return max(same, key=lambda o: o.points) if same else None
         return order[0] if order else None
 
     # ------------------------------------------------------------------ planning

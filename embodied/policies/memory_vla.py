@@ -32,6 +32,7 @@ free guidance (the paper drops the cognitive token with p = 0.1 and samples with
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,6 +82,8 @@ class LanguageBackbone(nn.Module):
             self.word_tokenizer = WordTokenizer(vocab)
         self.lm = lm.base_model
         self.hidden = int(self.lm.config.hidden_size)
+        # transformers 5.24 renamed the decoder's `past_key_values` argument to `cache` (the old name warns)
+        self.cache_kwarg = "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
         # A learned first token: every row then has a valid first position, whatever the padding.
         self.bos = nn.Parameter(torch.randn(self.hidden) * 0.02)
 
@@ -109,6 +112,36 @@ class LanguageBackbone(nn.Module):
         pos = (mask.long().cumsum(1) - 1).clamp(min=0)
         out = self.lm(inputs_embeds=seq, attention_mask=mask.long(), position_ids=pos, use_cache=False)
         return out.last_hidden_state[:, -extra.shape[1]:]
+
+    # ------------------------------------------------------------------ streaming through a KV cache
+    def prefix(self, ids: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """ids/text_mask [B, L] -> the embedded `[bos; text]` [B, 1+L, hidden] and its validity [B, 1+L]."""
+        b = len(ids)
+        emb = self.lm.get_input_embeddings()(ids)
+        ones = torch.ones(b, 1, dtype=torch.bool, device=ids.device)
+        return torch.cat([self.bos.expand(b, 1, -1), emb], 1), torch.cat([ones, text_mask], 1)
+
+    def cache_geometry(self) -> tuple[int, int, int]:
+        """(attention layers, key/value heads, head dim) of the decoder, to preallocate its KV cache."""
+        cfg = self.lm.config.get_text_config(decoder=True)
+        try:
+            layers, heads = int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+        except AttributeError as e:
+            raise ValueError(f"backbone config {type(cfg).__name__} names no num_hidden_layers / "
+                             "num_attention_heads: its KV cache cannot be preallocated") from e
+        kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(cfg, "head_dim", None) or self.hidden // heads)
+        return layers, kv_heads, head_dim
+
+    def cached(self, embeds: Tensor, allowed: Tensor, position_ids: Tensor, cache: Any) -> Tensor:
+        """One call of the decoder on `embeds` [B, q, hidden] with `cache` as its past key/values: `allowed`
+        [B, q, kv] is the explicit attention mask over the keys the cache returns (per row, so rows at
+        different steps share the call), `position_ids` [B, q] the absolute positions. -> [B, q, hidden]."""
+        mask = torch.zeros(allowed.shape, dtype=embeds.dtype, device=embeds.device)
+        mask = mask.masked_fill(~allowed, torch.finfo(embeds.dtype).min)[:, None]  # additive: sdpa and eager
+        out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                      **{self.cache_kwarg: cache})
+        return out.last_hidden_state
 
 
 def vector_encoder(spec: dict[str, KeySpec], dim: int) -> ObservationEncoder | None:
