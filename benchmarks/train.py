@@ -8,7 +8,8 @@ PointNav dataset that `embodied.data.collect` records from the expert first.
 Targets (issue: training jobs): the loader under 10% of the step; 2 single-threaded processes
 >= 1.6x one in samples/s. Each process is pinned to one thread (OMP_NUM_THREADS=1,
 torch.set_num_threads via the env), so on 2 cores the ideal is 2.0x. The first `--warmup`
-steps of each run are not counted (DataLoader start, allocator warm-up).
+steps of each run are not counted (DataLoader start, allocator warm-up). Each policy runs
+`--repeats` back-to-back (1 process, 2 processes) pairs: medians, and the median pair ratio.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +59,10 @@ def run(policy: str, dataset: Path, out: Path, args: argparse.Namespace, procs: 
             "step_ms": 1000 * step_s / len(counted)}
 
 
+def median(pairs: list[tuple[dict[str, float], dict[str, float]]], procs: int, key: str) -> float:
+    return statistics.median(pair[procs][key] for pair in pairs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policies", nargs="+", default=POLICIES)
@@ -66,7 +72,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--window", type=int, default=32)
-    ap.add_argument("--num-workers", type=int, default=1)
+    ap.add_argument("--num-workers", type=int, default=0,
+                    help="DataLoader workers per process (0: load in the training process; with the decoded-video "
+                         "cache that is a few ms per batch, and a worker would compete for the same 2 cores)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="1-process / 2-process pairs per policy, run back to back; medians are printed "
+                         "(the speed-up is the median of the pairs' ratios: the machine's speed drifts)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
     dataset = args.dataset
@@ -81,11 +92,12 @@ def main() -> None:
     print(f"{'policy':<12} {'1 proc samples/s':>17} {'loader %':>9} {'2 procs samples/s':>18} {'loader %':>9} "
           f"{'speed-up':>9}")
     for policy in args.policies:
-        one = run(policy, dataset, tmp / f"{policy}_1", args, 1)
-        two = run(policy, dataset, tmp / f"{policy}_2", args, 2)
-        print(f"{policy:<12} {one['samples_per_s']:>17.0f} {100 * one['data_fraction']:>8.1f}% "
-              f"{two['samples_per_s']:>18.0f} {100 * two['data_fraction']:>8.1f}% "
-              f"{two['samples_per_s'] / one['samples_per_s']:>8.2f}x", flush=True)
+        pairs = [(run(policy, dataset, tmp / f"{policy}_1_{r}", args, 1),
+                  run(policy, dataset, tmp / f"{policy}_2_{r}", args, 2)) for r in range(args.repeats)]
+        ratio = statistics.median(two["samples_per_s"] / one["samples_per_s"] for one, two in pairs)
+        one_loader, two_loader = 100 * median(pairs, 0, "data_fraction"), 100 * median(pairs, 1, "data_fraction")
+        print(f"{policy:<12} {median(pairs, 0, 'samples_per_s'):>17.0f} {one_loader:>8.1f}% "
+              f"{median(pairs, 1, 'samples_per_s'):>18.0f} {two_loader:>8.1f}% {ratio:>8.2f}x", flush=True)
     print("samples = real (not padding) frames trained per second, all ranks together; janus_vln on whole episodes")
 
 

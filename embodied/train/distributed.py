@@ -37,6 +37,15 @@ class Dist:
         dist.all_reduce(t)
         return float(t.item())
 
+    def all_sum_many(self, values: list[float]) -> list[float]:
+        """Sum several numbers over ranks in one collective (each collective is a point where every
+        rank waits for the slowest, so a step asks once)."""
+        if not self.enabled:
+            return [float(v) for v in values]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self._comm_device())
+        dist.all_reduce(t)
+        return [float(v) for v in t.tolist()]
+
     def any(self, flag: bool) -> bool:
         """True on every rank when any rank passes True (e.g. one rank got SIGTERM)."""
         return self.all_sum(1.0 if flag else 0.0) > 0

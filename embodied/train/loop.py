@@ -126,18 +126,17 @@ def train_policy(
             t0 = time.perf_counter()
             batch = next(stream)
             t_data = time.perf_counter() - t0
-            metrics, state = _train_step(model, policy, batch, opt, sched, cfg, ctx, carry)
+            metrics, state, stop = _train_step(model, policy, batch, opt, sched, cfg, ctx, carry, preempt.requested)
             if cfg.sampling == "tbptt":
                 carry = state.detach_() if state is not None else None
             if ema is not None:
                 optim.ema_update(ema, policy, cfg.ema)
             step += 1
             metrics.update(data_s=t_data, step_s=time.perf_counter() - t0,
-                           samples=float(_rows(batch)) * ctx.world_size, frames=ctx.all_sum(_frames(batch)))
+                           samples=float(_rows(batch)) * ctx.world_size)
             if on_step is not None and ctx.is_main:
                 metrics.update(on_step(RunState(step, ema or policy, ctx, metrics)))
             log.step(step, metrics)
-            stop = ctx.any(preempt.requested)
             if step % cfg.save_every == 0 or step == end or stop:
                 _save(output_dir, step, policy, opt, sched, run_config, ema, ctx, carry)
             if stop:
@@ -164,23 +163,37 @@ def _check_replicas_agree(policy: PretrainedPolicy, ctx: distributed.Dist) -> No
 
 def _train_step(model: torch.nn.Module, policy: PretrainedPolicy, batch: dict[str, Any],
                 opt: torch.optim.Optimizer, sched: Any, cfg: TrainConfig, ctx: distributed.Dist,
-                carry: TensorState | None) -> tuple[dict[str, float], TensorState | None]:
+                carry: TensorState | None, stop_requested: bool
+                ) -> tuple[dict[str, float], TensorState | None, bool]:
+    """One optimiser step on the global mean loss. Returns the metrics, the final rollout state
+    (tbptt) and whether any rank was asked to stop (SIGTERM)."""
     with autocast(ctx.device, cfg.amp):
         out = model(batch, state=carry) if carry is not None else model(batch)
     loss = out["loss"]
     weight = float(out["weight"]) if "weight" in out else float(batch["loss_mask"].sum())
-    total_weight = ctx.all_sum(weight)
-    # DDP averages gradients over ranks; weighting each rank's mean loss by its share of the
-    # global weight makes that average the gradient of the global mean.
-    scale = weight * ctx.world_size / max(total_weight, 1e-12)
     opt.zero_grad(set_to_none=True)
-    (loss * scale).backward()
+    if ctx.enabled:
+        # DDP averages gradients over ranks. Each rank backpropagates its loss *sum* (mean x weight);
+        # rescaling the average by world_size / global weight then gives the gradient of the global
+        # mean. The global weight, loss, frame count and stop flag travel in one all-reduce, after
+        # backward: every collective is a point where each rank waits for the slowest.
+        (loss * weight).backward()
+        total_weight, loss_sum, frames, stops = ctx.all_sum_many(
+            [weight, float(loss.detach()) * weight, _frames(batch), float(stop_requested)])
+        scale = ctx.world_size / max(total_weight, 1e-12)
+        for p in policy.parameters():
+            if p.grad is not None:
+                p.grad.mul_(scale)
+        global_loss, stop = loss_sum / max(total_weight, 1e-12), stops > 0
+    else:
+        loss.backward()
+        global_loss, frames, stop = float(loss.detach()), _frames(batch), stop_requested
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else
                                                float("inf"))
     opt.step()
     sched.step()
-    global_loss = ctx.all_sum(float(loss.detach()) * weight) / max(total_weight, 1e-12)
-    return {"loss": global_loss, "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0]}, out.get("state")
+    metrics = {"loss": global_loss, "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0], "frames": frames}
+    return metrics, out.get("state"), stop
 
 
 def _rows(batch: dict[str, Any]) -> int:
