@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,13 +78,3 @@ def test_entry_point_help_lists_groups(app: str) -> None:
     assert "Configuration groups" in out
     for group in ("env", "policy"):
         assert f"\n{group}:" in out or f"{group}: " in out
-
-
-@pytest.mark.parametrize("app", ["view"])
-def test_unfinished_entry_points_refuse(app: str, tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [BIN / f"embodied-{app}", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
-    )
-    assert proc.returncode != 0
-    assert "not available yet" in proc.stderr
