@@ -17,7 +17,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 from embodied.data.format import DatasetError
 from embodied.data.video import VideoSettings
-from embodied.data.writer import DatasetWriter
+from embodied.data.writer import DatasetWriter, EpisodeBuffer
 
 
 class EpisodeIdentity(gym.Wrapper):
@@ -74,30 +74,9 @@ def make_recording_vec(name: str, num_envs: int, vectorization: str, **kwargs: A
     return AsyncVectorEnv(fns, context="forkserver", shared_memory=False, autoreset_mode=AutoresetMode.DISABLED)
 
 
-@dataclass
-class _Buffer:
-    """One running episode: what the policy saw and did, step by step."""
-
-    k: int
-    identity: dict[str, Any]
-    obs: dict[str, list] = field(default_factory=dict)
-    actions: list = field(default_factory=list)
-    rewards: list = field(default_factory=list)
-    terminated: list = field(default_factory=list)
-    truncated: list = field(default_factory=list)
-
-    def add(self, obs: dict[str, Any], action: Any, reward: float, term: bool, trunc: bool) -> None:
-        for key, value in obs.items():
-            self.obs.setdefault(key, []).append(value)
-        self.actions.append(np.asarray(action))
-        self.rewards.append(float(reward))
-        self.terminated.append(bool(term))
-        self.truncated.append(bool(trunc))
-
-
 def _row(obs: Any, i: int) -> dict[str, Any]:
-    """Env i's observation out of a batch (copied: vector envs reuse their buffers)."""
-    return {k: (v[i] if isinstance(v, tuple) else np.array(v[i])) for k, v in obs.items()}
+    """Env i's observation out of a batch (`EpisodeBuffer.add` copies it)."""
+    return {k: v[i] for k, v in obs.items()}
 
 
 def _select(obs: dict[str, Any], rows: list[int]) -> dict[str, Any]:
@@ -226,11 +205,12 @@ def _done_seeds(writer: DatasetWriter | None, collection: Mapping[str, Any], app
 def _run(venv: VectorEnv, policy: Any, writer: DatasetWriter, todo: deque, seed: int, stop: Callable[[], bool],
          bar: Any) -> list[float]:
     n = venv.num_envs
-    buffers: dict[int, _Buffer] = {}
+    env_name = str((writer.meta.get("env") or {}).get("name", ""))
+    buffers: dict[int, EpisodeBuffer] = {}
     ks = [todo.popleft() for _ in range(n)]
     obs, info = venv.reset(seed=[seed + k for k in ks])
     for i, k in enumerate(ks):
-        buffers[i] = _Buffer(k, _info_row(info, i)["identity"])
+        buffers[i] = EpisodeBuffer(seed + k, _info_row(info, i)["identity"])
     active = list(range(n))
     policy.reset(np.ones(n, dtype=bool))
     venv.single_action_space.seed(seed)
@@ -248,9 +228,10 @@ def _run(venv: VectorEnv, policy: Any, writer: DatasetWriter, todo: deque, seed:
         done = [i for i in active if terminated[i] or truncated[i]]
         restarting, to_pause = [], []
         for i in done:
-            metrics = _info_row(info, i).get("metrics", {})
-            _commit(writer, buffers.pop(i), seed, metrics)
-            successes.append(float(metrics.get("success", np.nan)))
+            buf = buffers.pop(i)
+            buf.metrics = {k: float(v) for k, v in _info_row(info, i).get("metrics", {}).items()}
+            buf.write(writer, task=env_name)  # the task of envs without an instruction
+            successes.append(buf.metrics.get("success", np.nan))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(success=f"{np.nanmean(successes):.2f}" if not np.all(np.isnan(successes)) else "n/a")
@@ -271,20 +252,10 @@ def _run(venv: VectorEnv, policy: Any, writer: DatasetWriter, todo: deque, seed:
             obs, rinfo = venv.reset(seed=[seed + ks[i] if i in ks else None for i in range(n)],
                                     options={"reset_mask": mask})
             for i in restarting:
-                buffers[i] = _Buffer(ks[i], _info_row(rinfo, i)["identity"])
+                buffers[i] = EpisodeBuffer(seed + ks[i], _info_row(rinfo, i)["identity"])
             if restarting:
                 policy.reset(np.array([i in ks for i in active], dtype=bool))
     return successes
-
-
-def _commit(writer: DatasetWriter, buf: _Buffer, seed: int, metrics: Mapping[str, Any]) -> None:
-    obs = {k: (v if isinstance(v[0], str) else np.stack(v)) for k, v in buf.obs.items()}
-    ident = buf.identity  # the env name is the task of envs without an instruction
-    writer.add_episode(obs, np.stack(buf.actions), np.asarray(buf.rewards), np.asarray(buf.terminated),
-                       np.asarray(buf.truncated), seed=seed + buf.k, scene=ident["scene"],
-                       init_state=ident["init_state"], episode_id=ident["episode_id"],
-                       metrics={k: float(v) for k, v in metrics.items()},
-                       task=str((writer.meta.get("env") or {}).get("name", "")))
 
 
 def _progress(total: int, enabled: bool) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -325,6 +326,47 @@ class DatasetWriter:
         self.info.update(total_episodes=n, total_frames=self.num_frames, total_tasks=len(self.tasks),
                          splits={"train": f"0:{n}"} if n else {})
         F.write_json(self.root / F.INFO, self.info)
+
+
+@dataclass
+class EpisodeBuffer:
+    """A running episode, step by step: (obs_t, action_t, reward_t, terminated_t, truncated_t), for
+    `DatasetWriter.add_episode` (what `embodied-collect` and the viewer's recorder buffer). Each
+    observation is copied as it is added: vector envs and sessions reuse their arrays."""
+
+    seed: int | None
+    identity: dict[str, Any]  # scene, init_state, episode_id (the reset info's "identity")
+    obs: dict[str, list] = field(default_factory=dict)
+    actions: list = field(default_factory=list)
+    rewards: list = field(default_factory=list)
+    terminated: list = field(default_factory=list)
+    truncated: list = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)  # the episode's final metrics
+
+    def add(self, obs: Mapping[str, Any], action: Any, reward: float, term: bool, trunc: bool) -> None:
+        for key, value in obs.items():
+            self.obs.setdefault(key, []).append(value if isinstance(value, str) else np.array(value))
+        self.actions.append(np.asarray(action))
+        self.rewards.append(float(reward))
+        self.terminated.append(bool(term))
+        self.truncated.append(bool(trunc))
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def write(self, writer: DatasetWriter, task: str = "", cut_short: bool = False) -> int:
+        """Commit the episode through `writer`; returns its index. `cut_short`: the episode was ended
+        from outside (not by the env), so its last step is marked truncated."""
+        truncated = list(self.truncated)
+        if cut_short and truncated and not (self.terminated[-1] or truncated[-1]):
+            truncated[-1] = True
+        obs = {k: (v if isinstance(v[0], str) else np.stack(v)) for k, v in self.obs.items()}
+        ident = self.identity
+        return writer.add_episode(obs, np.stack(self.actions), np.asarray(self.rewards), np.asarray(self.terminated),
+                                  np.asarray(truncated), seed=self.seed, scene=str(ident.get("scene", "")),
+                                  init_state=int(ident.get("init_state", -1)),
+                                  episode_id=str(ident.get("episode_id", "")),
+                                  metrics={k: float(v) for k, v in self.metrics.items()}, task=task)
 
 
 def _lock(root: Path) -> Any:

@@ -13,7 +13,7 @@ viewer closed, Ctrl-C) is committed with its last step marked truncated: nothing
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,35 +21,16 @@ import numpy as np
 from gymnasium import spaces
 
 from embodied.data.video import VideoSettings, encode
-from embodied.data.writer import DatasetWriter
+from embodied.data.writer import DatasetWriter, EpisodeBuffer
 
 VIDEO_KEYS = ("rgb", "agentview_rgb", "wrist_rgb")
 
 
 @dataclass
-class EpisodeBuffer:
-    """The running episode, step by step: (obs_t, action_t, reward_t, terminated_t, truncated_t)."""
+class RecordedEpisode(EpisodeBuffer):
+    """The session's running episode (`EpisodeBuffer`), remembering its dataset index once committed."""
 
-    seed: int | None
-    identity: dict[str, Any]
-    obs: dict[str, list] = field(default_factory=dict)
-    actions: list = field(default_factory=list)
-    rewards: list = field(default_factory=list)
-    terminated: list = field(default_factory=list)
-    truncated: list = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-    committed: int | None = None  # the dataset episode index once written
-
-    def add(self, obs: Mapping[str, Any], action: Any, reward: float, term: bool, trunc: bool) -> None:
-        for key, value in obs.items():
-            self.obs.setdefault(key, []).append(value if isinstance(value, str) else np.array(value))
-        self.actions.append(np.asarray(action))
-        self.rewards.append(float(reward))
-        self.terminated.append(bool(term))
-        self.truncated.append(bool(trunc))
-
-    def __len__(self) -> int:
-        return len(self.actions)
+    committed: int | None = None
 
 
 class SessionRecorder:
@@ -78,27 +59,17 @@ class SessionRecorder:
                                          collection={"policy": self.policy, "source": "embodied-view"})
         return self._writer
 
-    def commit(self, buf: EpisodeBuffer) -> int:
+    def commit(self, buf: RecordedEpisode) -> int:
         """Write `buf` as one dataset episode (cut short: its last step is marked truncated) and its video;
         returns the episode index. A buffer is committed at most once."""
         if buf.committed is not None:
             return buf.committed
         if not len(buf):
             raise ValueError("nothing to record: the episode has no step yet")
-        truncated = list(buf.truncated)
-        if not (buf.terminated[-1] or truncated[-1]):
-            truncated[-1] = True  # the person ended it: mark where the episode was cut
-        writer = self._open()
-        obs = {k: (v if isinstance(v[0], str) else np.stack(v)) for k, v in buf.obs.items()}
-        ident = buf.identity
-        index = writer.add_episode(obs, np.stack(buf.actions), np.asarray(buf.rewards), np.asarray(buf.terminated),
-                                   np.asarray(truncated), seed=buf.seed, scene=str(ident.get("scene", "")),
-                                   init_state=int(ident.get("init_state", -1)),
-                                   episode_id=str(ident.get("episode_id", "")),
-                                   metrics={k: float(v) for k, v in buf.metrics.items()}, task=str(self.env["name"]))
+        index = buf.write(self._open(), task=str(self.env["name"]), cut_short=True)  # the person ended it
         buf.committed = index
         self.committed.append(index)
-        frames = [obs[k] for k in VIDEO_KEYS if k in obs]
+        frames = [np.stack(buf.obs[k]) for k in VIDEO_KEYS if k in buf.obs]
         if frames:  # the dataset holds the frames already; the MP4 is for people (cameras side by side)
             encode(self.video_path(index), np.concatenate(frames, axis=2), self.fps, VideoSettings())
         return index

@@ -30,7 +30,7 @@ import numpy as np
 from embodied.policies.traces import act_with_trace
 from embodied.viewer import panels
 from embodied.viewer.controls import Keyboard
-from embodied.viewer.recorder import EpisodeBuffer, SessionRecorder
+from embodied.viewer.recorder import RecordedEpisode, SessionRecorder
 
 # command name -> accepted argument names (and their types)
 COMMANDS: dict[str, dict[str, type]] = {
@@ -116,7 +116,7 @@ class Session:
         self.versions = {"episode": 0, "frame": 0, "status": 0}
         # simulation-thread state
         self._obs: dict[str, Any] = {}
-        self._buffer: EpisodeBuffer | None = None
+        self._buffer: RecordedEpisode | None = None
         self._thumbs: list[str] = []
         self._trajectory: list[list[float]] = []
         self._scene: dict[str, Any] | None = None
@@ -237,7 +237,7 @@ class Session:
         self.seed, self.task = int(seed), task
         self.policy.reset(np.ones(1, dtype=bool))
         self._obs = obs
-        self._buffer = EpisodeBuffer(self.seed, dict(info.get("identity", {})))
+        self._buffer = RecordedEpisode(self.seed, dict(info.get("identity", {})))
         self._thumbs, self._trajectory = [], []
         episode: dict[str, Any] = {"seed": self.seed, "identity": self._buffer.identity, "kind": self.kind,
                                    "task": self._task_text(obs, info)}
@@ -339,7 +339,7 @@ class Session:
         if self._status["recording"] and self._buffer is not None and len(self._buffer):
             self._commit(self._buffer)
 
-    def _commit(self, buf: EpisodeBuffer) -> None:
+    def _commit(self, buf: RecordedEpisode) -> None:
         if buf.committed is not None:
             return
         index = self.recorder.commit(buf)
