@@ -21,7 +21,7 @@ from embodied.data.sampling import (
 )
 from embodied.data.source import EpisodeSource
 from embodied.data.video import VideoSettings
-from embodied.data.writer import DatasetWriter
+from embodied.data.writer import DatasetWriter, EpisodeBuffer
 
 __all__ = [
     "PAD",
@@ -29,6 +29,7 @@ __all__ = [
     "DatasetError",
     "DatasetWriter",
     "Episode",
+    "EpisodeBuffer",
     "EpisodeChunkSampler",
     "EpisodeDataset",
     "EpisodeSource",
