@@ -334,3 +334,38 @@ def test_janus_vln_trains_on_whole_vln_episodes(tmp_path: Path) -> None:
                             sampling="window", target="action", num_workers=0)
     with pytest.raises(ValueError, match="sampling=episode"):
         policy(next(crossing(0, 0, 1)))
+
+
+def test_group_sampling_gives_ordered_frames_of_one_episode_with_their_timesteps(dataset: Path,
+                                                                                 tmp_path: Path) -> None:
+    """`train.sampling=group` (MemoryVLA): each row is `window` frames of one episode in time order,
+    ending at any frame, each with its real timestep; the batch of a step depends on (seed, step)."""
+    from embodied.train.batches import make_batches
+
+    source = open_dataset(dataset)
+    policy = embodied.policies.make("gru", observation_space=source.observation_space,
+                                    action_space=source.action_space, dim=16)
+    batches = make_batches(source, policy.processor, window=4, burn_in=0, batch_size=6, seed=1, sampling="group",
+                           target="action", num_workers=0, group_span=10)
+    it = batches(0, 0, 1)
+    firsts = [next(it) for _ in range(5)]
+    lengths = source.episode_lengths
+    for batch in firsts:
+        ts, mask = batch["timestep"].numpy(), batch["loss_mask"].numpy()
+        assert ts.shape == (6, 4)
+        for row, valid in zip(ts, mask):
+            real = row[valid]
+            assert len(real) == min(4, real[-1] + 1), "a group holds min(window, t+1) real frames"
+            assert np.all(np.diff(real) > 0), f"frames out of time order: {row}"
+            assert real[-1] - real[0] <= 10, "earlier frames come from the span before the last frame"
+            assert real[-1] < lengths.max()
+        np.testing.assert_array_equal(batch["episode_start"].numpy() & mask, (ts == 0) & mask)
+    assert any(b["timestep"][:, -1].max() > 3 for b in firsts), "groups should end beyond an episode's start"
+    again = next(batches(3, 0, 1))
+    torch.testing.assert_close(again["timestep"], firsts[3]["timestep"])
+    out = tmp_path / "group"
+    r = run_train(train_args(dataset, out, 2, "train.sampling=group", "train.group_span=8"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "checkpoints/last/pretrained_model/model.safetensors").exists()
+    r = run_train(train_args(dataset, tmp_path / "bad", 2, "train.sampling=group", "train.group_span=3"))
+    assert r.returncode != 0 and "train.group_span" in r.stderr

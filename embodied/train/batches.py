@@ -7,8 +7,9 @@ windows as one process with the same global batch.
 
 A window is T consecutive frames of the dataset's episode stream starting at any frame and
 running on into the next episode (`sampling=window`; `episode_start` marks where one begins), or
-a whole episode (`sampling=episode`, `train.window` unused); the collate pads to the longest
-sample of the batch. The first
+a whole episode (`sampling=episode`, `train.window` unused), or a MemoryVLA-style group
+(`sampling=group`: `train.window` frames of one episode in time order, ending at any frame, each
+with its real `timestep`); the collate pads to the longest sample of the batch. The first
 `burn_in` steps of an episode already running when the window opens are excluded from the loss
 (`loss_mask`, R2D2's burn-in: the memory warms up on them). Reading and preprocessing (decoding,
 tokenisation, normalisation) run in DataLoader workers.
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from embodied.data.sampling import Collate, EpisodeChunkSampler, EpisodeDataset, WindowDataset
+from embodied.data.sampling import Collate, EpisodeChunkSampler, EpisodeDataset, GroupDataset, WindowDataset
 from embodied.data.source import EpisodeSource
 from embodied.policies.processor import PolicyProcessor
 
@@ -72,17 +73,24 @@ class _ToTensors:
                 "episode_start": batch["episode_start"], "timestep": batch["timestep"]}
 
 
-def window_dataset(source: EpisodeSource, window: int, burn_in: int, sampling: str, keys: list[str]
-                   ) -> tuple[WindowDataset | EpisodeDataset, np.ndarray]:
+Sequences = WindowDataset | EpisodeDataset | GroupDataset
+
+
+def window_dataset(source: EpisodeSource, window: int, burn_in: int, sampling: str, keys: list[str],
+                   group_span: int = 0, seed: int = 0) -> tuple[Sequences, np.ndarray]:
     """What to draw from: windows starting at every frame and running on into the next episode
-    (`window`), or whole episodes (`episode`; the collate pads to the batch's longest, so no compute
-    goes to another episode's frames)."""
+    (`window`), whole episodes (`episode`; the collate pads to the batch's longest, so no compute
+    goes to another episode's frames), or groups of `window` frames of one episode ending at every
+    frame (`group`; which earlier frames a group holds is fixed by `seed` and the group's index)."""
     if sampling == "window":
         data = WindowDataset(source, window, burn_in=burn_in, cross_episodes=True, keys=keys)
         return data, np.arange(len(data))
     if sampling == "episode":
         return EpisodeDataset(source, keys=keys), np.arange(source.num_episodes)
-    raise ValueError(f"train.sampling must be 'window' or 'episode', got '{sampling}'")
+    if sampling == "group":
+        groups = GroupDataset(source, window, span=group_span or None, seed=seed, keys=keys)
+        return groups, np.arange(len(groups))
+    raise ValueError(f"train.sampling must be 'window', 'episode' or 'group', got '{sampling}'")
 
 
 class LaneBatches:
@@ -113,7 +121,7 @@ class LaneBatches:
 
 def make_batches(source: EpisodeSource, processor: PolicyProcessor, *, window: int, burn_in: int,
                  batch_size: int, seed: int, sampling: str, target: str, num_workers: int,
-                 skip_loss_when: dict[str, int] | None = None):
+                 skip_loss_when: dict[str, int] | None = None, group_span: int = 0):
     """A `(start_step, rank, world_size) -> iterator of tensor batches` function for the loop."""
     skip = dict(skip_loss_when or {})
     unknown = sorted(set(skip) - set(source.observation_space.spaces))
@@ -122,9 +130,9 @@ def make_batches(source: EpisodeSource, processor: PolicyProcessor, *, window: i
                          f"observations: {sorted(source.observation_space.spaces)}")
     keys = sorted(set(processor.spec) | set(skip))
     if sampling == "tbptt":
-        data: WindowDataset | EpisodeDataset = WindowDataset(source, window, stride=window, keys=keys)
+        data: Sequences = WindowDataset(source, window, stride=window, keys=keys)
     else:
-        data, starts = window_dataset(source, window, burn_in, sampling, keys)
+        data, starts = window_dataset(source, window, burn_in, sampling, keys, group_span, seed)
 
     def batches(start_step: int, rank: int, world_size: int) -> Iterator[dict[str, Any]]:
         if sampling == "tbptt":  # lanes per rank: batch_size / world_size rows each, as for windows

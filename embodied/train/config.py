@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 AMP_MODES = ("auto", "bf16", "off")
-SAMPLING = ("window", "episode", "tbptt")
+SAMPLING = ("window", "episode", "tbptt", "group")
 
 
 @dataclass
@@ -28,8 +28,11 @@ class TrainConfig:
     window: int = 64  # steps per training window
     burn_in: int = 0  # leading steps of a window whose loss is masked (the memory warms up on them)
     # window: windows start anywhere; episode: whole episodes (window unused); tbptt: truncated BPTT,
-    # each batch row walks its episodes window after window and the state carries over (detached)
+    # each batch row walks its episodes window after window and the state carries over (detached);
+    # group: MemoryVLA-style, `window` frames of one episode in time order with their real timesteps,
+    # ending at any frame, the earlier ones drawn from the `group_span` frames before it (0: its whole past)
     sampling: str = "window"
+    group_span: int = 0
     # "key:value[,key:value]": no loss on steps whose observation `key` equals the value: steps where
     # the env ignores the agent's action (ObjectRecall's guided tour: phase:0), no decision to imitate.
     skip_loss_when: str = ""
@@ -72,6 +75,13 @@ class TrainConfig:
         for name in ("steps", "batch_size", "window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.group_span < 0:
+            raise ValueError(f"train.group_span must be >= 0 (0: the whole past), got {self.group_span}")
+        if self.group_span and self.group_span < self.window - 1:
+            raise ValueError(f"train.group_span must be 0 or >= train.window - 1 = {self.window - 1} (a group's "
+                             f"earlier frames are drawn from it), got {self.group_span}")
+        if self.sampling == "group" and self.burn_in:
+            raise ValueError("train.burn_in applies to windows; with train.sampling=group it must be 0")
         if not 0 <= self.burn_in < self.window:
             raise ValueError(f"train.burn_in must be in [0, train.window={self.window}), got {self.burn_in}")
         if not 0.0 <= self.ema < 1.0:

@@ -108,7 +108,8 @@ def run_dagger(job: Any, source: EpisodeSource, policy: PretrainedPolicy, ctx: d
         data = open_dataset(aggregate)
         batches = make_batches(data, policy.processor, window=cfg.window, burn_in=cfg.burn_in,
                                batch_size=cfg.batch_size, seed=cfg.seed + i, sampling=cfg.sampling,
-                               target=EXPERT_KEY, num_workers=cfg.num_workers, skip_loss_when=cfg.skip_loss())
+                               target=EXPERT_KEY, num_workers=cfg.num_workers, skip_loss_when=cfg.skip_loss(),
+                               group_span=cfg.group_span)
         done = train_policy(policy, batches, cfg, out, job.run_config, ctx, total_steps=total,
                             resume=done > 0 or cfg.resume, until=end)
     return out / checkpoint.CHECKPOINTS / checkpoint.LAST / checkpoint.PRETRAINED

@@ -129,7 +129,7 @@ def run(job: Job) -> Path:
         batches = make_batches(source, policy.processor, window=job.train.window, burn_in=job.train.burn_in,
                                batch_size=job.train.batch_size, seed=job.train.seed, sampling=job.train.sampling,
                                target="action", num_workers=job.train.num_workers,
-                               skip_loss_when=job.train.skip_loss())
+                               skip_loss_when=job.train.skip_loss(), group_span=job.train.group_span)
         train_policy(policy, batches, job.train, job.output_dir, job.run_config, ctx,
                      on_step=evaluator(job, source))
         return job.output_dir / "checkpoints" / "last" / "pretrained_model"
