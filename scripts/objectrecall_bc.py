@@ -6,7 +6,7 @@ prints success overall and per question type (ordinal: "the object you were show
 category: "the lamp you were shown"; colour: "the green object you were shown"). Both steps
 resume: an interrupted run re-started with the same arguments continues where it stopped.
 
-    python scripts/objectrecall_bc.py --dataset outputs/data/objectrecall32 --steps 300 --episodes 200
+    python scripts/objectrecall_bc.py --dataset outputs/data/objectrecall32 --steps 700 --episodes 200
 
 No loss on the guided tour (`train.skip_loss_when=phase:0`): the env ignores the agent's actions
 there, and the tour is about 80% of the frames; BC on it learns to predict the tour's script.
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--dataset", type=Path, required=True)
     ap.add_argument("--policies", nargs="+", default=["memoryless", "hcam_agent"])
     ap.add_argument("--out", type=Path, default=Path("outputs/objectrecall_bc"))
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=700)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--window", type=int, default=320)
     ap.add_argument("--dim", type=int, default=64)
