@@ -1,10 +1,10 @@
 """`make demo`: evaluate policies on the embedded navigation tasks and print the table.
 
-Runs the expert (the shortest-path oracle) and a random policy on ObjectRecall (a memory
-task) and VLN, the map agent (a voxel-map memory that remembers what the tour showed) on
-ObjectRecall, and the two trained policies shipped in `checkpoints/` (an HCAM agent and
-the memoryless baseline, behaviour-cloned on the same 400 expert episodes: `docs/results.md`)
-on ObjectRecall, on the val_unseen houses, two environments in parallel. Writes every
+Runs, on the val_unseen houses with two environments in parallel: the expert (the
+shortest-path oracle) and a random policy on ObjectRecall (a memory task) and VLN; on
+ObjectRecall also the map agent (a voxel-map memory that remembers what the tour showed) and
+the two trained policies shipped in `checkpoints/` (an HCAM agent and the memoryless
+baseline, behaviour-cloned on the same 400 expert episodes: `docs/results.md`). Writes every
 episode to `outputs/demo/<time>/<task>-<policy>.jsonl` as it finishes and the summary
 to `summary.json`.
 """
