@@ -192,7 +192,7 @@ def test_janus_overfits_expert_episodes(vln_data) -> None:
     torch.manual_seed(0)
     policy = build_janus(vln_data, encoder_layers=2)
     episodes = vln_data[2]
-    first, last = train(policy, episode_windows(episodes), steps=110, lr=3e-3)
+    first, last = train(policy, episode_windows(episodes), steps=110, lr=3e-3, cosine=True)
     assert last < 0.3 * first, (first, last)
     agree = np.concatenate([replay_actions(policy, ep) == ep.actions for ep in episodes])
     assert agree.mean() >= 0.9, agree.mean()
