@@ -21,11 +21,8 @@ from pathlib import Path
 import numpy as np
 
 import embodied
+from embodied.envs.vector import batch_observations
 from embodied.policies.traces import act_with_trace
-
-
-def as_batch(obs: dict) -> dict:
-    return {k: np.array([v], dtype=object) if isinstance(v, str) else np.asarray(v)[None] for k, v in obs.items()}
 
 
 def episode(env, policy, seed: int, min_pixels: int) -> dict:
@@ -33,16 +30,16 @@ def episode(env, policy, seed: int, min_pixels: int) -> dict:
     target = env.unwrapped.episode.target_object_ids[0]
     policy.reset(np.ones(1, dtype=bool))
     seen_at: list[int] = []  # tour steps whose frame shows the asked object
-    t, reads, info = 0, None, {}
+    t, tour_steps, reads, info = 0, 0, None, {}
     while True:
         if obs["phase"] == 0 and int((obs["semantic"] == target).sum()) >= min_pixels:
             seen_at.append(t)
         if obs["phase"] == 1 and reads is None:
-            actions, traces = act_with_trace(policy, as_batch(obs))
+            actions, traces = act_with_trace(policy, batch_observations([obs]))
             reads = traces[0]
             tour_steps = t
         else:
-            actions = policy.act(as_batch(obs))
+            actions = policy.act(batch_observations([obs]))
         obs, _, terminated, truncated, info = env.step(int(actions[0]))
         t += 1
         if terminated or truncated:
@@ -50,7 +47,7 @@ def episode(env, policy, seed: int, min_pixels: int) -> dict:
     chunk = policy.config.chunk_size
     shown_chunks = {s // chunk for s in seen_at}
     n_tour_chunks = max(1, tour_steps // chunk)
-    out = {"seed": seed, "success": float(info.get("metrics", {}).get("success", info.get("success", 0.0))),
+    out = {"seed": seed, "success": float(info["metrics"]["success"]),
            "question": env.unwrapped.episode.instruction, "tour_steps": tour_steps, "target_frames": len(seen_at),
            "chance": len({c for c in shown_chunks if c < n_tour_chunks}) / n_tour_chunks, "layers": {}}
     for name, read in (reads or {}).items():

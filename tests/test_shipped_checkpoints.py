@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import embodied
+from embodied.envs.vector import batch_observations
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
 EXPECTED = {"objectrecall32-hcam_agent": "hcam_agent", "objectrecall32-memoryless": "memoryless"}
@@ -29,9 +30,7 @@ def test_shipped_checkpoint_loads_and_acts_deterministically(name: str) -> None:
         obs, _ = env.reset(seed=3)
         policy.reset(np.ones(1, dtype=bool))
         for _ in range(40):
-            batch = {k: np.array([v], dtype=object) if isinstance(v, str) else np.asarray(v)[None]
-                     for k, v in obs.items()}
-            (a,) = policy.act(batch)
+            (a,) = policy.act(batch_observations([obs]))
             acts.append(int(a))
             obs, _, terminated, truncated, _ = env.step(a)
             if terminated or truncated:

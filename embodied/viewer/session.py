@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from embodied.envs.vector import batch_observations
 from embodied.policies.traces import act_with_trace
 from embodied.viewer import panels
 from embodied.viewer.controls import Keyboard
@@ -61,11 +62,6 @@ def check_command(name: str, args: Mapping[str, Any]) -> dict[str, Any]:
     if name == "key" and not out.get("key"):
         raise ValueError("command 'key': key is required")
     return out
-
-
-def _batch(obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """One env's observation as a batch of one row (text as an object array, as the vector envs give it)."""
-    return {k: (np.array([v], dtype=object) if isinstance(v, str) else np.asarray(v)[None]) for k, v in obs.items()}
 
 
 def _jsonable_action(action: Any) -> Any:
@@ -258,7 +254,7 @@ class Session:
         obs = self._obs
         self._set_status(busy=True)
         t0 = time.perf_counter()
-        actions, reads = act_with_trace(self.policy, _batch(obs))
+        actions, reads = act_with_trace(self.policy, batch_observations([obs]))
         policy_ms = (time.perf_counter() - t0) * 1e3
         action = actions[0] if human_action is None else human_action
         next_obs, reward, terminated, truncated, info = self.env.step(action)
