@@ -7,6 +7,13 @@ category: "the lamp you were shown"; colour: "the green object you were shown").
 resume: an interrupted run re-started with the same arguments continues where it stopped.
 
     python scripts/objectrecall_bc.py --dataset outputs/data/objectrecall32 --steps 700 --episodes 200
+    python scripts/objectrecall_bc.py --dataset outputs/data/objectrecall32 --steps 700 --episodes 200 \
+        --dagger-iterations 3 --out outputs/objectrecall_dagger     # BC, then 3 DAgger rounds
+
+DAgger (`train.dagger.*`): each round rolls out `--dagger-episodes` episodes in the training houses
+with a mixture that plays the expert's action with probability beta (0.5, 0.25, 0.125 by default)
+and the policy's otherwise, labels every visited step with the expert's action, adds the episodes
+to a copy of the dataset and trains `--dagger-steps` more steps on the aggregate.
 
 No loss on the guided tour (`train.skip_loss_when=phase:0`): the env ignores the agent's actions
 there, and the tour is about 80% of the frames; BC on it learns to predict the tour's script.
@@ -40,6 +47,10 @@ def train(policy: str, args: argparse.Namespace, out: Path) -> float:
            f"train.batch_size={args.batch_size}", "train.sampling=episode", f"train.window={args.window}",
            "train.skip_loss_when=phase:0", f"train.lr={args.lr}", "train.warmup_steps=20",
            f"train.save_every={args.steps}", "train.log_every=25", f"train.seed={args.seed}", "train.resume=true"]
+    if args.dagger_iterations:
+        cmd += [f"train.dagger.iterations={args.dagger_iterations}", f"train.dagger.episodes={args.dagger_episodes}",
+                f"train.dagger.steps={args.dagger_steps}", f"train.dagger.beta={args.dagger_beta}",
+                "train.dagger.beta_decay=0.5", "train.dagger.num_envs=2"]
     start = time.time()
     subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     return time.time() - start
@@ -77,6 +88,11 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=32)
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--eval-seed", type=int, default=0)
+    ap.add_argument("--dagger-iterations", type=int, default=0, help="DAgger rounds after the BC steps (0: BC only)")
+    ap.add_argument("--dagger-episodes", type=int, default=100, help="episodes rolled out per DAgger round")
+    ap.add_argument("--dagger-steps", type=int, default=150, help="training steps per DAgger round")
+    ap.add_argument("--dagger-beta", type=float, default=0.5,
+                    help="expert share of the first round (halved each round)")
     args = ap.parse_args()
     results = {}
     for policy in args.policies:

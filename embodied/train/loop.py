@@ -100,9 +100,11 @@ def train_policy(
     total = total_steps or cfg.steps
     output_dir = Path(output_dir)
     policy.to(ctx.device).train()
-    # find_unused_parameters: heads the BC loss does not use (hcam_agent's value head) get no gradient
+    # static_graph: heads the BC loss does not use (hcam_agent's value head) get no gradient, and the
+    # set of used parameters is the same every step, so DDP learns it once on the first step instead of
+    # walking the autograd graph every step (find_unused_parameters=True), and its buckets stay fixed
     model = DistributedDataParallel(policy, device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
-                                    find_unused_parameters=True) if ctx.enabled else policy
+                                    static_graph=True, gradient_as_bucket_view=True) if ctx.enabled else policy
     opt = optim.adamw(policy, cfg.lr, cfg.weight_decay)
     sched = optim.scheduler(opt, total, cfg.warmup_steps, cfg.min_lr_ratio)
     ema = copy.deepcopy(policy).eval().requires_grad_(False) if cfg.ema > 0 else None
