@@ -9,6 +9,8 @@ resume: an interrupted run re-started with the same arguments continues where it
     python scripts/objectrecall_bc.py --dataset outputs/data/objectrecall32 --steps 700 --episodes 200
     python scripts/objectrecall_bc.py --dataset outputs/data/objectrecall32 --steps 700 --episodes 200 \
         --dagger-iterations 3 --out outputs/objectrecall_dagger     # BC, then 3 DAgger rounds
+    python scripts/objectrecall_bc.py --dataset outputs/data/objectrecall32 --steps 700 --episodes 200 \
+        --policies gru memory_agent:memory=place,capacity=512       # a policy's options after a colon
 
 DAgger (`train.dagger.*`): each round rolls out `--dagger-episodes` episodes in the training houses
 with a mixture that plays the expert's action with probability beta (0.5, 0.25, 0.125 by default)
@@ -41,30 +43,56 @@ def question_type(question: str) -> str:
     return "colour" if "object you were shown" in question else "category"
 
 
+def policy_spec(spec: str) -> tuple[str, list[str], str]:
+    """`name` or `name:key=value,key=value` -> (policy name, its `policy.key=value` overrides, a run label
+    for directory names: `memory_agent:memory=place` -> `memory_agent-memory_place`)."""
+    name, _, rest = spec.partition(":")
+    options = [o for o in rest.split(",") if o]
+    bad = [o for o in options if "=" not in o or o.startswith("=")]
+    if not name or bad:
+        raise SystemExit(f"--policies: expected NAME or NAME:KEY=VALUE,..., got {spec!r}")
+    label = "-".join([name, *(o.replace("=", "_") for o in options)])
+    return name, [f"policy.{o}" for o in options], label
+
+
 def train(policy: str, args: argparse.Namespace, out: Path) -> float:
-    cmd = [sys.executable, "-m", "embodied.train", f"policy={policy}", f"policy.dim={args.dim}",
+    name, overrides, _ = policy_spec(policy)
+    cmd = [sys.executable, "-m", "embodied.train", f"policy={name}", *overrides, f"policy.dim={args.dim}",
            f"dataset={args.dataset}", f"output_dir={out}", f"train.steps={args.steps}",
            f"train.batch_size={args.batch_size}", "train.sampling=episode", f"train.window={args.window}",
            "train.skip_loss_when=phase:0", f"train.lr={args.lr}", "train.warmup_steps=20",
-           f"train.save_every={args.steps}", "train.log_every=25", f"train.seed={args.seed}", "train.resume=true"]
+           f"train.save_every={args.steps}", "train.log_every=25", f"train.seed={args.seed}",
+           f"policy.seed={args.seed}", "train.resume=true"]
     if args.dagger_iterations:
         cmd += [f"train.dagger.iterations={args.dagger_iterations}", f"train.dagger.episodes={args.dagger_episodes}",
                 f"train.dagger.steps={args.dagger_steps}", f"train.dagger.beta={args.dagger_beta}",
                 "train.dagger.beta_decay=0.5", "train.dagger.num_envs=2"]
     start = time.time()
-    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    subprocess.run(cmd, check=True, env=child_env(args))
     return time.time() - start
+
+
+def child_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment of the train and eval processes. `--threads N` caps torch's threads (OpenMP): two
+    jobs side by side on 2 cores with torch's default of one thread per core each oversubscribe the cores,
+    and OpenMP's spinning then makes training steps 2-5x slower and erratic (measured: 3-20 s instead of
+    about 3.5 s per step)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
+    return env
 
 
 def evaluate(policy: str, checkpoint: Path, args: argparse.Namespace, out: Path) -> dict:
     """`embodied-eval` on `val_unseen` with the checkpoint; success per question type from its
     episodes.jsonl (each record names its question). Re-running resumes a partial evaluation."""
+    name, _, _ = policy_spec(policy)  # the options are in the checkpoint
     cmd = [str(Path(sys.executable).parent / "embodied-eval"), "env=objectrecall", f"env.resolution={args.resolution}",
-           "env.split=val_unseen", f"policy={policy}", f"policy.checkpoint={checkpoint}",
+           "env.split=val_unseen", f"policy={name}", f"policy.checkpoint={checkpoint}",
            f"eval.episodes={args.episodes}", f"eval.seed={args.eval_seed}", "eval.num_envs=2",
            "eval.vectorization=async", "eval.videos=0", f"output_dir={out}"]
     start = time.time()
-    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    subprocess.run(cmd, check=True, env=child_env(args))
     rows = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines() if line.strip()]
     per_type: dict[str, list[float]] = {}
     for r in rows:
@@ -77,34 +105,46 @@ def evaluate(policy: str, checkpoint: Path, args: argparse.Namespace, out: Path)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, required=True)
-    ap.add_argument("--policies", nargs="+", default=["memoryless", "hcam_agent"])
+    ap.add_argument("--policies", nargs="+", default=["memoryless", "hcam_agent"],
+                    help="policy names, each optionally with options: memory_agent:memory=place,capacity=512")
     ap.add_argument("--out", type=Path, default=Path("outputs/objectrecall_bc"))
     ap.add_argument("--steps", type=int, default=700)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--window", type=int, default=320)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the training seed: weight init and batch order")
     ap.add_argument("--resolution", type=int, default=32)
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--eval-seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads per train/eval process (0: torch's default); 1 when two runs share 2 cores")
     ap.add_argument("--dagger-iterations", type=int, default=0, help="DAgger rounds after the BC steps (0: BC only)")
     ap.add_argument("--dagger-episodes", type=int, default=100, help="episodes rolled out per DAgger round")
     ap.add_argument("--dagger-steps", type=int, default=150, help="training steps per DAgger round")
     ap.add_argument("--dagger-beta", type=float, default=0.5,
                     help="expert share of the first round (halved each round)")
     args = ap.parse_args()
-    results = {}
     for policy in args.policies:
-        out = args.out / policy
+        label = policy_spec(policy)[2]
+        out = args.out / label
         seconds = train(policy, args, out)
-        res = evaluate(policy, out, args, args.out / f"{policy}_eval")
+        res = evaluate(policy, out, args, args.out / f"{label}_eval")
         res["train_seconds"] = seconds
-        results[policy] = res
         s = res["summary"]["success"]
-        print(f"{policy}: success {s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}] (n={s['n']}), per question type "
+        print(f"{label}: success {s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}] (n={s['n']}), per question type "
               f"{res['per_type']}, train {seconds / 60:.1f} min, eval {res['seconds'] / 60:.1f} min", flush=True)
-        (args.out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+        save_result(args.out / "results.json", label, res)
+
+
+def save_result(path: Path, label: str, res: dict) -> None:
+    """Merge one policy's result into results.json (runs of other policies into the same --out, side by
+    side, keep theirs); write through a temp file so a crash never leaves half a file."""
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[label] = res
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=float))
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

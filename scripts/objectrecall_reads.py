@@ -5,7 +5,8 @@ not the policy, knows which objects each frame shows), note the tour steps at wh
 covers at least `--min-pixels` pixels, and at the first question step read the HCAM trace of every
 layer (`act_with_trace`): which chunks it selected and with what weight. Prints, per layer, the share of
 the read weight that fell on chunks holding a frame of the asked object, against the share of tour
-chunks that hold one (what a read blind to the question would give), then the episode's success:
+chunks that hold one (what a read blind to the question would give), then the same per question type
+(ordinal, category, colour) and for successful and failed episodes:
 
     python scripts/objectrecall_reads.py --checkpoint checkpoints/objectrecall32-hcam_agent --episodes 30
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,9 @@ import numpy as np
 import embodied
 from embodied.envs.vector import batch_observations
 from embodied.policies.traces import act_with_trace
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from objectrecall_bc import question_type  # the one definition of the question types
 
 
 def episode(env, policy, seed: int, min_pixels: int) -> dict:
@@ -85,6 +90,16 @@ def main() -> None:
                  for r in rows if name in r["layers"]]
         print(f"{name}: read weight on chunks showing the asked object {np.mean(share):.3f} "
               f"(episodes where it is > 0.5: {np.mean(np.array(share) > 0.5):.2f})")
+    for qtype in sorted({question_type(r["question"]) for r in rows}):
+        sel = [r for r in rows if question_type(r["question"]) == qtype]
+        parts = []
+        for name in names:
+            s = [r["layers"][name]["weight_on_target_chunks"] / max(r["layers"][name]["weight"], 1e-9)
+                 for r in sel if name in r["layers"]]
+            parts.append(f"{name} {np.mean(s):.3f}")
+        chance = np.mean([r["chance"] for r in sel])
+        print(f"  {qtype} questions ({len(sel)}, success {np.mean([r['success'] for r in sel]):.3f}): weight on the "
+              f"asked object's chunks {', '.join(parts)}; a blind read's share {chance:.3f}")
     for kind in ("successful", "failed"):
         sel = [r for r in rows if (r["success"] > 0) == (kind == "successful")]
         if sel and names:

@@ -21,7 +21,23 @@ from embodied.evaluate.summary import summarize
 COLUMNS = ("success", "spl", "ndtw", "steps")
 
 
-def load_run(directory: Path) -> tuple[str, list[EpisodeRecord]]:
+def run_labels(directories: list[Path]) -> list[str]:
+    """A label per run: its directory's name, or as many parent folders as it takes to tell runs with
+    the same name apart (`or700/hcam_agent_eval`, `or700s1/hcam_agent_eval`: two seeds)."""
+    parts = [d.resolve().parts for d in directories]
+    depth = [1] * len(directories)
+    while True:
+        labels = ["/".join(p[-k:]) for p, k in zip(parts, depth)]
+        clashes = {lab for lab in labels if labels.count(lab) > 1}
+        if not clashes:
+            return labels
+        grown = [k + 1 if lab in clashes and k < len(p) else k for p, k, lab in zip(parts, depth, labels)]
+        if grown == depth:  # the same directory twice
+            raise ValueError(f"embodied-report: the same run is given more than once: {sorted(clashes)}")
+        depth = grown
+
+
+def load_run(directory: Path, label: str | None = None) -> tuple[str, list[EpisodeRecord]]:
     path = directory / "episodes.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{directory} is not an evaluation run: no episodes.jsonl")
@@ -31,11 +47,11 @@ def load_run(directory: Path) -> tuple[str, list[EpisodeRecord]]:
             records.append(EpisodeRecord.from_row(json.loads(line)))
         except (json.JSONDecodeError, KeyError):  # a torn last line (the run was killed mid-write)
             continue
-    name = directory.name
+    name = label or directory.name
     run = directory / "run.json"
     if run.exists():
         meta = json.loads(run.read_text())
-        name = f"{directory.name} ({meta['policy'].get('name')} @ {meta['env']})"
+        name = f"{name} ({meta['policy'].get('name')} @ {meta['env']})"
     return name, records
 
 
@@ -96,7 +112,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path("outputs/report"), help="where report.md and the PNG go")
     parser.add_argument("--bins", type=int, default=5, help="length bins in the plot")
     args = parser.parse_args(argv)
-    runs = dict(load_run(d) for d in args.runs)
+    runs = dict(load_run(d, label) for d, label in zip(args.runs, run_labels(args.runs)))
     table = markdown_table(runs)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
