@@ -3,7 +3,7 @@
 Runs, on the val_unseen houses with two environments in parallel: the expert (the
 shortest-path oracle) and a random policy on ObjectRecall (a memory task) and VLN; on
 ObjectRecall also the map agent (a voxel-map memory that remembers what the tour showed) and
-the two trained policies shipped in `checkpoints/` (an HCAM agent and the memoryless
+the three trained policies shipped in `checkpoints/` (an HCAM agent, a GRU and the memoryless
 baseline, behaviour-cloned on the same 400 expert episodes: `docs/results.md`). Writes every
 episode to `outputs/demo/<time>/<task>-<policy>.jsonl` as it finishes and the summary
 to `summary.json`.
@@ -22,6 +22,7 @@ from embodied.evaluate import format_table, rollout, summarize
 METRICS = ["success", "spl", "oracle_success", "distance_to_goal", "path_length", "ndtw", "steps"]
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
 TRAINED = {"hcam_agent (trained)": SHIPPED / "objectrecall32-hcam_agent",
+           "gru (trained)": SHIPPED / "objectrecall32-gru",
            "memoryless (trained)": SHIPPED / "objectrecall32-memoryless"}
 
 

@@ -12,7 +12,8 @@ import embodied
 from embodied.envs.vector import batch_observations
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
-EXPECTED = {"objectrecall32-hcam_agent": "hcam_agent", "objectrecall32-memoryless": "memoryless"}
+EXPECTED = {"objectrecall32-hcam_agent": "hcam_agent", "objectrecall32-gru": "gru",
+            "objectrecall32-memoryless": "memoryless"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
