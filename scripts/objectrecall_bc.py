@@ -75,8 +75,8 @@ def train(policy: str, args: argparse.Namespace, out: Path) -> float:
 def child_env(args: argparse.Namespace) -> dict[str, str]:
     """The environment of the train and eval processes. `--threads N` caps torch's threads (OpenMP): two
     jobs side by side on 2 cores with torch's default of one thread per core each oversubscribe the cores,
-    and OpenMP's spinning then makes training steps 2-5x slower and erratic (measured: 3-20 s instead of
-    about 3.5 s per step)."""
+    and OpenMP's spinning then makes training steps slower and erratic (measured: 3-20 s instead of about
+    2.5 s per step with one thread each)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if args.threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
