@@ -55,8 +55,7 @@ def policy_spec(spec: str) -> tuple[str, list[str], str]:
     return name, [f"policy.{o}" for o in options], label
 
 
-def train(policy: str, args: argparse.Namespace, out: Path) -> float:
-    name, overrides, _ = policy_spec(policy)
+def train(name: str, overrides: list[str], args: argparse.Namespace, out: Path) -> float:
     cmd = [sys.executable, "-m", "embodied.train", f"policy={name}", *overrides, f"policy.dim={args.dim}",
            f"dataset={args.dataset}", f"output_dir={out}", f"train.steps={args.steps}",
            f"train.batch_size={args.batch_size}", "train.sampling=episode", f"train.window={args.window}",
@@ -83,10 +82,10 @@ def child_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def evaluate(policy: str, checkpoint: Path, args: argparse.Namespace, out: Path) -> dict:
-    """`embodied-eval` on `val_unseen` with the checkpoint; success per question type from its
-    episodes.jsonl (each record names its question). Re-running resumes a partial evaluation."""
-    name, _, _ = policy_spec(policy)  # the options are in the checkpoint
+def evaluate(name: str, checkpoint: Path, args: argparse.Namespace, out: Path) -> dict:
+    """`embodied-eval` on `val_unseen` with the checkpoint (which holds the policy's options); success per
+    question type from its episodes.jsonl (each record names its question). Re-running resumes a partial
+    evaluation."""
     cmd = [str(Path(sys.executable).parent / "embodied-eval"), "env=objectrecall", f"env.resolution={args.resolution}",
            "env.split=val_unseen", f"policy={name}", f"policy.checkpoint={checkpoint}",
            f"eval.episodes={args.episodes}", f"eval.seed={args.eval_seed}", "eval.num_envs=2",
@@ -125,11 +124,11 @@ def main() -> None:
     ap.add_argument("--dagger-beta", type=float, default=0.5,
                     help="expert share of the first round (halved each round)")
     args = ap.parse_args()
-    for policy in args.policies:
-        label = policy_spec(policy)[2]
+    for spec in args.policies:
+        name, overrides, label = policy_spec(spec)
         out = args.out / label
-        seconds = train(policy, args, out)
-        res = evaluate(policy, out, args, args.out / f"{label}_eval")
+        seconds = train(name, overrides, args, out)
+        res = evaluate(name, out, args, args.out / f"{label}_eval")
         res["train_seconds"] = seconds
         s = res["summary"]["success"]
         print(f"{label}: success {s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}] (n={s['n']}), per question type "
