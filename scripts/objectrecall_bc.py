@@ -11,6 +11,8 @@ resume: an interrupted run re-started with the same arguments continues where it
         --dagger-iterations 3 --out outputs/objectrecall_dagger     # BC, then 3 DAgger rounds
     python scripts/objectrecall_bc.py --dataset outputs/data/objectrecall32 --steps 700 --episodes 200 \
         --policies gru memory_agent:memory=place,capacity=512       # a policy's options after a colon
+    python scripts/objectrecall_bc.py --dataset outputs/data/objectrecall32_t8 --out outputs/or700_t8 \
+        --env tour_objects=8 max_tour_steps=800 max_episode_steps=1100   # evaluate on the dataset's tours
 
 DAgger (`train.dagger.*`): each round rolls out `--dagger-episodes` episodes in the training houses
 with a mixture that plays the expert's action with probability beta (0.5, 0.25, 0.125 by default)
@@ -89,7 +91,7 @@ def evaluate(name: str, checkpoint: Path, args: argparse.Namespace, out: Path) -
     cmd = [str(Path(sys.executable).parent / "embodied-eval"), "env=objectrecall", f"env.resolution={args.resolution}",
            "env.split=val_unseen", f"policy={name}", f"policy.checkpoint={checkpoint}",
            f"eval.episodes={args.episodes}", f"eval.seed={args.eval_seed}", "eval.num_envs=2",
-           "eval.vectorization=async", "eval.videos=0", f"output_dir={out}"]
+           "eval.vectorization=async", "eval.videos=0", f"output_dir={out}", *(f"env.{o}" for o in args.env)]
     start = time.time()
     subprocess.run(cmd, check=True, env=child_env(args))
     rows = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines() if line.strip()]
@@ -114,6 +116,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0, help="the training seed: weight init and batch order")
     ap.add_argument("--resolution", type=int, default=32)
+    ap.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="evaluation env options, as the dataset was collected: tour_objects=8 max_tour_steps=800")
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--eval-seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0,
@@ -124,6 +128,9 @@ def main() -> None:
     ap.add_argument("--dagger-beta", type=float, default=0.5,
                     help="expert share of the first round (halved each round)")
     args = ap.parse_args()
+    bad = [o for o in args.env if "=" not in o or o.startswith("=")]
+    if bad:
+        raise SystemExit(f"--env: expected KEY=VALUE, got {bad}")
     for spec in args.policies:
         name, overrides, label = policy_spec(spec)
         out = args.out / label

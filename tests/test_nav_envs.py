@@ -90,6 +90,17 @@ def test_truncation_and_stop() -> None:
     assert info["metrics"]["success"] == 0.0  # the goal is at least 1 m away
 
 
+def test_a_step_limit_above_the_default_reaches_the_env() -> None:
+    # gym.make(id, max_episode_steps=n) keeps n for its own TimeLimit and builds the env with
+    # its default of 500: an ObjectRecall tour of 8 objects (up to 700 steps) never got its question.
+    env = embodied.envs.make("pointnav", max_episode_steps=520, **SMALL)
+    assert env.unwrapped.max_episode_steps == 520
+    env.reset(seed=0)
+    truncated = [env.step(Action.TURN_LEFT)[3] for _ in range(520)]
+    assert not any(truncated[:-1]) and truncated[-1]
+    env.close()
+
+
 def test_episode_files_round_trip(tmp_path) -> None:
     env = embodied.envs.make("vln", **SMALL)
     episodes = []

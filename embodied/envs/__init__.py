@@ -9,6 +9,7 @@ options against the environment's constructor and names the accepted ones on a t
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Any
 
@@ -41,7 +42,10 @@ def _entry_point(gym_id: str) -> Any:
 
 def _make_gym(gym_id: str, **kwargs: Any) -> gym.Env:
     check_kwargs(_entry_point(gym_id), kwargs, what=f"environment '{gym_id}'")
-    return gym.make(gym_id, **kwargs)
+    # The options go into the spec, not through `gym.make(id, **kwargs)`: that would take
+    # `max_episode_steps` for its own TimeLimit wrapper and never hand it to the env.
+    spec = gym.spec(gym_id)
+    return gym.make(dataclasses.replace(spec, kwargs={**spec.kwargs, **kwargs}))
 
 
 def make(name: str, **kwargs: Any) -> gym.Env:
