@@ -29,7 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 import embodied
-from embodied.evaluate import EpisodeSpec, RolloutObserver, episode_plan, rollout
+from embodied.evaluate import EpisodeSpec, RolloutObserver, episode_plan, grouped, rollout
 
 TASKS: dict[str, dict[str, Any]] = {
     "pointnav": {"env": "pointnav", "kwargs": {"split": "val_unseen", "expert": True}},
@@ -148,6 +148,8 @@ def main() -> None:
     parser.add_argument("--libero-episodes", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="navigation repeats (medians are printed)")
     parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--ungrouped", action="store_true",
+                        help="hand episodes to whichever env is free, ignoring their house (before 2026-12-04)")
     args = parser.parse_args()
     print(f"cores: {len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.2f}; episodes/hour "
           f"(median of {args.repeats} for navigation, 1 run for LIBERO); overhead = evaluator / replay of the "
@@ -163,6 +165,10 @@ def main() -> None:
             specs = episode_plan(max(n_eps, n))
             if task == "libero":
                 specs = [EpisodeSpec(s.index, s.seed, {"init_state": s.index % 50}) for s in specs]
+            if not args.ungrouped:  # as embodied-eval does: a house (a task) stays on one env
+                probe = embodied.envs.make(name, **kwargs)
+                specs = grouped(specs, probe)
+                probe.close()
             runs = []
             for _ in range(repeats):
                 wall, cpu, seen, steps = fresh(evaluator_time, name, kwargs, specs, n)

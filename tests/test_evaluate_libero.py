@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
+import embodied
 from embodied.conf import register_configs
 from embodied.envs.libero import libero_available
+from embodied.evaluate import grouped
 from embodied.evaluate.run import evaluate, make_plan
 
 pytestmark = [pytest.mark.libero, pytest.mark.skipif(not libero_available(), reason="LIBERO not installed")]
@@ -31,6 +33,10 @@ def test_suite_plan_is_every_task_times_every_init_state() -> None:
     assert plan.specs[-1].options == {"task_id": 9, "init_state": 49}
     one = make_plan("libero", {"suite": "libero_object", "task_id": 4}, cfg("eval.init_states=3").eval)
     assert [s.options for s in one.specs] == [{"task_id": 4, "init_state": i} for i in range(3)]
+    env = embodied.envs.make("libero", suite="libero_object", task_id=0, cameras=(), fast_render=True)
+    groups = [s.group for s in grouped(plan.specs, env)]  # a task's simulator is built on one env
+    assert groups == [f"libero_object/task-{k // 50}" for k in range(500)]
+    env.close()
     with pytest.raises(ValueError, match=r"eval.init_states=\[50\]"):
         make_plan("libero", {"suite": "libero_object"}, cfg("eval.init_states=[50]").eval)
     with pytest.raises(ValueError, match="make 500 episodes"):

@@ -113,6 +113,7 @@ def test_episode_files_round_trip(tmp_path) -> None:
     assert [e.instruction for e in loaded] == [e.instruction for e in episodes]
     np.testing.assert_allclose(loaded[1].reference_path, episodes[1].reference_path)
     replay = embodied.envs.make("vln", episodes=str(path), **SMALL)
+    assert [replay.unwrapped.episode_group(k) for k in range(3)] == [e.scene_id for e in episodes]
     obs, _ = replay.reset(seed=1)
     assert obs["instruction"] == episodes[1].instruction
     np.testing.assert_allclose(replay.unwrapped.backend.get_agent_pose().position, episodes[1].start_position)

@@ -174,3 +174,35 @@ def test_objectrecall_records_name_the_question_and_the_tour(vectorization: str)
         assert r.identity["instruction"] == probe.unwrapped.episode.instruction != ""
         assert r.identity["tour_steps"] == len(probe.unwrapped.episode.tour_actions) > 0
     probe.close()
+
+
+def test_a_house_stays_on_one_env_and_records_do_not_change() -> None:
+    """Episodes grouped by house (habitat-lab's scene grouping): with 2 envs each house is built on one
+    env, apart from the tail, where an env shares a house rather than idle. Without groups the two
+    envs take alternate episodes and both build every house. The records are the same either way."""
+    from functools import partial
+
+    import embodied
+    from embodied.envs.vector import EnvPool
+    from embodied.evaluate import episode_plan, grouped
+
+    make = partial(embodied.envs.make, "pointnav", resolution=16, split="val_unseen", episodes_per_scene=3,
+                   expert=True)
+    probe = make()
+    specs = grouped(episode_plan(12, seed=0), probe)
+    probe.close()
+    assert [s.group for s in specs] == [f"val_unseen/house-draw-{k // 3}" for k in range(12)]
+
+    def run(plan):
+        pool = EnvPool([make, make], vectorization="sync")
+        try:
+            return rollout(pool, embodied.policies.make("expert"), episodes=plan)
+        finally:
+            pool.close()
+
+    records = run(specs)
+    envs_of = {g: {r.env_index for r, s in zip(records, specs) if s.group == g} for g in {s.group for s in specs}}
+    assert sum(len(e) for e in envs_of.values()) <= len(envs_of) + 1, envs_of
+    scenes = {g: {r.identity["scene"] for r, s in zip(records, specs) if s.group == g} for g in envs_of}
+    assert all(len(v) == 1 for v in scenes.values()), scenes  # a group is one house
+    assert [r.comparable() for r in records] == [r.comparable() for r in run(episode_plan(12, seed=0))]

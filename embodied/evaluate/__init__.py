@@ -6,6 +6,7 @@ from embodied.evaluate.rollout import (
     EpisodeSpec,
     RolloutObserver,
     episode_plan,
+    grouped,
     info_row,
     rollout,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "describe",
     "episode_plan",
     "format_table",
+    "grouped",
     "info_row",
     "rollout",
     "summarize",

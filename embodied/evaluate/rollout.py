@@ -17,9 +17,9 @@ SAME_STEP reset themselves from their own RNG; results are then repeatable for a
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +39,23 @@ IDENTITY_KEYS = ("episode_id", "scene", "task", "instruction", "init_state", "to
 
 @dataclass(frozen=True)
 class EpisodeSpec:
-    """What one episode is: its index in the run, its reset seed and its reset options."""
+    """What one episode is: its index in the run, its reset seed and its reset options. `group` names
+    what it shares with other episodes (a house, a LIBERO task): a pool keeps a group on one env."""
 
     index: int
     seed: int | None
     options: dict[str, Any] | None = None
+    group: Hashable | None = None
+
+
+def grouped(specs: Sequence[EpisodeSpec], env: gym.Env) -> list[EpisodeSpec]:
+    """The specs with their `group` from the env's `episode_group(seed, options)`, where the env has one
+    (the navigation tasks: the house; LIBERO: the task). Groups change which env runs an episode, never
+    its record."""
+    group_of = getattr(env.unwrapped, "episode_group", None)
+    if group_of is None:
+        return list(specs)
+    return [dataclasses.replace(s, group=group_of(s.seed, s.options)) for s in specs]
 
 
 def episode_plan(n_episodes: int, seed: int = 0) -> list[EpisodeSpec]:
@@ -255,6 +267,29 @@ def _success(metrics: dict[str, float], info: dict[str, Any]) -> float | None:
     return None
 
 
+class _Queue:
+    """The episodes still to start, in plan order. An env that frees up takes the next episode of the
+    group it was running, else the first episode of a group no other env is running, else the first
+    left (the tail: envs share a group rather than idle). Each house or task is then built on as few
+    envs as possible; with two envs stepping the same houses in lock-step, each built every house."""
+
+    def __init__(self, specs: list[EpisodeSpec]) -> None:
+        self.specs = list(specs)
+
+    def __bool__(self) -> bool:
+        return bool(self.specs)
+
+    def take(self, previous: Hashable | None, running: set[Hashable]) -> EpisodeSpec:
+        if previous is not None:
+            for j, s in enumerate(self.specs):
+                if s.group == previous:
+                    return self.specs.pop(j)
+        for j, s in enumerate(self.specs):
+            if s.group is None or s.group not in running:
+                return self.specs.pop(j)
+        return self.specs.pop(0)
+
+
 def _rollout_pool(
     pool: EnvPool,
     policy: Policy,
@@ -263,7 +298,7 @@ def _rollout_pool(
     max_restarts: int,
     observer: RolloutObserver,
 ) -> list[EpisodeRecord]:
-    queue = deque(specs)
+    queue = _Queue(specs)
     runs: list[_Run | None] = [None] * pool.num_envs
     last_obs: list[Any] = [None] * pool.num_envs
     restarts: dict[int, int] = {}
@@ -273,10 +308,15 @@ def _rollout_pool(
         runs[i] = _Run(spec, time.perf_counter())
         pool.send_reset(i, spec.seed, spec.options)
 
+    def start_next(i: int) -> None:
+        previous = runs[i].spec.group if runs[i] is not None else None
+        running = {r.spec.group for j, r in enumerate(runs) if r is not None and j != i and j in active}
+        start(i, queue.take(previous, running))
+
+    active = list(range(pool.num_envs))  # active[row] = env index
     for i in range(pool.num_envs):
         if queue:
-            start(i, queue.popleft())
-    active = list(range(pool.num_envs))  # active[row] = env index
+            start_next(i)
     policy.reset(np.ones(pool.num_envs, dtype=bool))
     _pause(policy, active, [i for i in range(pool.num_envs) if runs[i] is None])
     try:
@@ -310,7 +350,7 @@ def _rollout_pool(
                     if on_episode is not None:
                         on_episode(record)
                     if queue:
-                        start(i, queue.popleft())
+                        start_next(i)
                     else:
                         to_pause.append(i)
             _pause(policy, active, to_pause)

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from embodied.config import component_kwargs
 from embodied.evaluate.ray_backend import run_ray
-from embodied.evaluate.rollout import EpisodeRecord, EpisodeSpec, RolloutObserver, rollout
+from embodied.evaluate.rollout import EpisodeRecord, EpisodeSpec, RolloutObserver, grouped, rollout
 from embodied.evaluate.summary import format_table, summarize, summarize_groups
 
 DEFAULT_EPISODES = 10  # procedural navigation runs when eval.episodes is not given
@@ -313,6 +313,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"eval.backend must be one of ['local', 'ray'], got {cfg.eval.backend!r}")
     plan = make_plan(env_name, env_kwargs, cfg.eval)
     probe = envs.make(env_name, **plan.env_kwargs)  # checks the options; spaces and settings, no simulator
+    plan.specs = grouped(plan.specs, probe)  # a house or task stays on one env
     job = job_spec(env_name, plan, policy_cfg, cfg.eval)
     # A bad policy config (no checkpoint, a typo) is refused before run.json pins this directory to it.
     from embodied.policies.loading import build_policy

@@ -160,6 +160,12 @@ class LiberoEnv(gym.Env):
         self.success = False
         self._expert: Any = None
 
+    def episode_group(self, seed: int | None, options: dict[str, Any] | None = None) -> str:
+        """What an episode shares with others: its task (a new task closes and rebuilds the simulator).
+        An evaluator that keeps a group on one env builds each task's simulator once."""
+        task_id = (options or {}).get("task_id")
+        return f"{self.suite}/task-{self.task_id if task_id is None else int(task_id)}"
+
     # ------------------------------------------------------------------ simulator
     def _set_task(self, task_id: int) -> None:
         """Point the env at task `task_id` of its suite; a built simulator of another task is closed."""

@@ -134,6 +134,13 @@ class NavEnv(gym.Env):
     def sample_episode(self, rng: np.random.Generator, scene: Scene) -> NavEpisode:
         raise NotImplementedError
 
+    def episode_group(self, seed: int, options: dict[str, Any] | None = None) -> str:
+        """What episodes of seed `seed` share with others: its scene. An evaluator that keeps a group
+        on one env loads each house once (habitat-lab's episodes grouped by scene). Needs no simulator."""
+        if self.dataset is not None:
+            return self.dataset[seed % len(self.dataset)].scene_id
+        return f"{self.split}/house-draw-{seed // self.episodes_per_scene}"  # the draw `_new_episode` makes
+
     def load_scene(self, scene_id: str) -> None:
         """Make `scene_id` the current scene (a no-op when it already is)."""
         if scene_id == self._scene_id:
