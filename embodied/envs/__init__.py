@@ -22,6 +22,7 @@ from embodied.registry import Registry, check_kwargs
 # name -> Gymnasium id; the id's entry point is the class whose options `make` checks.
 ENV_IDS: dict[str, str] = {}
 ENVS: Registry[gym.Env] = Registry("environment")
+GYM_MAKE_ARGS = ("max_episode_steps",)  # gym.make takes these for itself: they reach the env through the spec
 
 
 def register(name: str, gym_id: str, entry_point: str, **defaults: Any) -> None:
@@ -42,10 +43,12 @@ def _entry_point(gym_id: str) -> Any:
 
 def _make_gym(gym_id: str, **kwargs: Any) -> gym.Env:
     check_kwargs(_entry_point(gym_id), kwargs, what=f"environment '{gym_id}'")
-    # The options go into the spec, not through `gym.make(id, **kwargs)`: that would take
-    # `max_episode_steps` for its own TimeLimit wrapper and never hand it to the env.
+    # `gym.make(id, max_episode_steps=n)` keeps n for its own TimeLimit wrapper and never hands it to
+    # the env: it goes in through the spec. The other options go through `make` as they are (the spec's
+    # kwargs are deep-copied: a user's scene source object would be copied).
     spec = gym.spec(gym_id)
-    return gym.make(dataclasses.replace(spec, kwargs={**spec.kwargs, **kwargs}))
+    taken = {k: kwargs.pop(k) for k in GYM_MAKE_ARGS if k in kwargs}
+    return gym.make(dataclasses.replace(spec, kwargs={**spec.kwargs, **taken}), **kwargs)
 
 
 def make(name: str, **kwargs: Any) -> gym.Env:
