@@ -13,6 +13,7 @@ printed too: on a machine shared with other jobs they are far steadier than wall
 
     python benchmarks/evaluate.py                 # everything (about 10 minutes on 2 cores)
     python benchmarks/evaluate.py --tasks pointnav --episodes 20
+    python benchmarks/evaluate.py --acting free lockstep    # the expert acting per env vs in lock-step
 """
 
 from __future__ import annotations
@@ -110,11 +111,30 @@ def fresh(fn: Any, *args: Any) -> Any:
     return result
 
 
-def evaluator_time(name: str, kwargs: dict[str, Any], specs: list[EpisodeSpec], n: int
+class _InStep:
+    """The expert without `independent_rows`: the loop acts on every row at once, once every stepping env
+    has answered, as it does for a learned policy."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+
+    def reset(self, mask: np.ndarray) -> None:
+        self.policy.reset(mask)
+
+    def on_envs_pause(self, idx: Any) -> None:
+        self.policy.on_envs_pause(idx)
+
+    def act(self, obs: Any) -> np.ndarray:
+        return self.policy.act(obs)
+
+
+def evaluator_time(name: str, kwargs: dict[str, Any], specs: list[EpisodeSpec], n: int, acting: str
                    ) -> tuple[float, float, _Actions, int]:
     """Wall time and CPU time (this process + the env workers) of `rollout` over `specs`."""
     venv = embodied.envs.make_vec(name, num_envs=n, vectorization="sync" if n == 1 else "async", **kwargs)
     seen, policy = _Actions(), embodied.policies.make("expert")  # imports torch: not part of the timing
+    if acting == "lockstep":
+        policy = _InStep(policy)
     venv.prepare()  # workers started and envs built, as the replay's are before its clock starts
     pids = [p for p in venv.worker_pids() if p is not None]
     c0 = time.process_time() + sum(_cpu_seconds(p) for p in pids)
@@ -148,20 +168,23 @@ def main() -> None:
     parser.add_argument("--libero-episodes", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="navigation repeats (medians are printed)")
     parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--acting", nargs="+", default=["free"], choices=["free", "lockstep"],
+                        help="free: the expert acts on each env as its step returns (independent_rows); "
+                             "lockstep: on every row once all stepping envs answered, as for a learned policy")
     parser.add_argument("--ungrouped", action="store_true",
                         help="hand episodes to whichever env is free, ignoring their house (before 2026-12-04)")
     args = parser.parse_args()
     print(f"cores: {len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.2f}; episodes/hour "
           f"(median of {args.repeats} for navigation, 1 run for LIBERO); overhead = evaluator / replay of the "
           f"same actions - 1")
-    print(f"{'task':<13}{'envs':>5}{'episodes':>9}{'steps/s':>9}{'ep/hour':>10}{'vs 1 env':>9}"
+    print(f"{'task':<13}{'acting':>9}{'envs':>5}{'episodes':>9}{'steps/s':>9}{'ep/hour':>10}{'vs 1 env':>9}"
           f"{'replay ep/h':>12}{'overhead':>9}{'cpu s/ep':>9}{'replay':>7}{'cpu overhead':>13}")
     for task in args.tasks:
         name, kwargs = TASKS[task]["env"], {**TASKS[task]["kwargs"], "resolution": args.resolution}
         n_eps = args.libero_episodes if task == "libero" else args.episodes
         repeats = 1 if task == "libero" else args.repeats
         base = None
-        for n in args.envs:
+        for acting, n in [(a, n) for a in args.acting for n in args.envs if n > 1 or a == args.acting[0]]:
             specs = episode_plan(max(n_eps, n))
             if task == "libero":
                 specs = [EpisodeSpec(s.index, s.seed, {"init_state": s.index % 50}) for s in specs]
@@ -171,19 +194,19 @@ def main() -> None:
                 probe.close()
             runs = []
             for _ in range(repeats):
-                wall, cpu, seen, steps = fresh(evaluator_time, name, kwargs, specs, n)
+                wall, cpu, seen, steps = fresh(evaluator_time, name, kwargs, specs, n, acting)
                 runs.append((wall, cpu, *replay_time(name, kwargs, specs, seen, n), steps))
             wall, cpu, replay, replay_cpu = (statistics.median(r[j] for r in runs) for j in range(4))
             steps, k = runs[0][4], len(specs)
             eph = k / wall * 3600
             base = eph if n == 1 else base
             ratio = f"{eph / base:.2f}x" if base else "-"
-            print(f"{task:<13}{n:>5}{k:>9}{steps / wall:>9.1f}{eph:>10.0f}{ratio:>9}"
+            print(f"{task:<13}{acting if n > 1 else '':>9}{n:>5}{k:>9}{steps / wall:>9.1f}{eph:>10.0f}{ratio:>9}"
                   f"{k / replay * 3600:>12.0f}{wall / replay - 1:>+9.1%}{cpu / k:>9.3f}{replay_cpu / k:>7.3f}"
                   f"{cpu / replay_cpu - 1:>+13.1%}", flush=True)
         if 2 in args.envs and task != "libero":
             g = statistics.median(fresh(gym_async_time, name, kwargs, args.episodes, 2) for _ in range(repeats))
-            print(f"{task:<13}{'2*':>5}{args.episodes:>9}{'':>9}{args.episodes / g * 3600:>10.0f}"
+            print(f"{task:<13}{'':>9}{'2*':>5}{args.episodes:>9}{'':>9}{args.episodes / g * 3600:>10.0f}"
                   f"{(args.episodes / g * 3600) / base:>8.2f}x   (* Gymnasium AsyncVectorEnv, the previous path)",
                   flush=True)
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (other jobs on the machine skew every number)")

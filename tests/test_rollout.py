@@ -206,3 +206,88 @@ def test_a_house_stays_on_one_env_and_records_do_not_change() -> None:
     scenes = {g: {r.identity["scene"] for r, s in zip(records, specs) if s.group == g} for g in envs_of}
     assert all(len(v) == 1 for v in scenes.values()), scenes  # a group is one house
     assert [r.comparable() for r in records] == [r.comparable() for r in run(episode_plan(12, seed=0))]
+
+
+class _TimedEnv(gym.Env):
+    """A 4-step episode whose steps take `delay` seconds: two of them make one env slow, one fast."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.t = delay, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        import time
+
+        time.sleep(self.delay)
+        self.t += 1
+        return np.full(1, self.t / 4, np.float32), 1.0, self.t >= 4, False, {}
+
+
+class _RowwisePolicy:
+    """Stateless, row by row: declares `independent_rows`, so the loop may act on a subset of rows."""
+
+    independent_rows = True
+
+    def __init__(self) -> None:
+        self.batch_sizes: list[int] = []
+
+    def reset(self, mask: np.ndarray) -> None:
+        pass
+
+    def on_envs_pause(self, idx) -> None:
+        pass
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        self.batch_sizes.append(len(obs))
+        return np.zeros(len(obs), dtype=np.int64)
+
+
+def test_a_policy_with_independent_rows_acts_on_each_env_as_its_step_returns() -> None:
+    """With one env ten times slower than the other, the fast env runs its episodes while the slow one
+    is still on its first: nobody waits for the slowest step of a round. In lock-step (a policy without
+    `independent_rows`) both envs finish their first episodes in the same round."""
+    from functools import partial
+
+    from embodied.envs.vector import EnvPool
+
+    def finishing_order(policy) -> list[int]:
+        pool = EnvPool([partial(_TimedEnv, 0.4), partial(_TimedEnv, 0.0)], vectorization="async")
+        order: list[int] = []
+        try:
+            rollout(pool, policy, n_episodes=5, seed=0, on_episode=lambda r: order.append(r.env_index))
+        finally:
+            pool.close()
+        return order
+
+    free = _RowwisePolicy()
+    assert finishing_order(free)[:4] == [1, 1, 1, 1]  # episodes 1-4 on the fast env before the slow one's 0
+    assert min(free.batch_sizes) == 1
+    lockstep = _RowwisePolicy()
+    lockstep.independent_rows = False
+    assert finishing_order(lockstep)[:2] in ([0, 1], [1, 0])
+
+
+def test_expert_records_do_not_depend_on_acting_in_step() -> None:
+    """The expert acts on each env as it is ready; its records on 2 worker processes equal one env's."""
+    from functools import partial
+
+    import embodied
+    from embodied.envs.vector import EnvPool
+
+    make = partial(embodied.envs.make, "pointnav", resolution=16, split="val_unseen", expert=True)
+    runs = []
+    for n, vectorization in ((1, "sync"), (2, "async")):
+        pool = EnvPool([make] * n, vectorization=vectorization)
+        try:
+            runs.append(rollout(pool, embodied.policies.make("expert"), n_episodes=6, seed=3))
+        finally:
+            pool.close()
+    assert [r.comparable() for r in runs[1]] == [r.comparable() for r in runs[0]]
+    assert all(r.success == 1.0 for r in runs[0])

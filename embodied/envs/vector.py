@@ -429,12 +429,17 @@ class EnvPool(VectorEnv):
 
 
 def batch_observations(observations: Sequence[Any]) -> Any:
-    """Stack per-env observations: arrays along a new first axis, strings into an object array."""
+    """Stack per-env observations: arrays along a new first axis, strings into an object array. One
+    observation becomes a batch of one without a copy (a view: the rollout loop acts on single envs as
+    they return, and copying their frames cost more than the expert's act), so treat batches as
+    read-only."""
     first = observations[0]
     if isinstance(first, dict):
         return {k: batch_observations([o[k] for o in observations]) for k in first}
     if isinstance(first, str):
         return np.array(list(observations), dtype=object)
+    if len(observations) == 1:
+        return np.asarray(first)[None]
     return np.stack([np.asarray(o) for o in observations])
 
 

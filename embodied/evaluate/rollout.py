@@ -5,9 +5,12 @@ envs that start an episode are reset; an env with no episode left is paused (the
 row, as habitat-baselines' evaluator does) and is never stepped again.
 
 On an `EnvPool` (what `embodied.envs.make_vec` builds) the envs run decoupled: an env that is
-resetting does not hold the others back. The policy still acts on every active row at once (its
-contract); a resetting env's row gets its last observation and its action is dropped: that row is
-reset before its new episode's first observation, so the extra calls change nothing.
+resetting does not hold the others back. A policy acts on every active row at once (its contract);
+a resetting env's row gets its last observation and its action is dropped: that row is reset before
+its new episode's first observation, so the extra calls change nothing. A policy that declares
+`independent_rows` (no rollout state, each row's action a function of its own observation: the
+expert) is instead called with just the envs whose step has returned, so no env waits for the
+slowest step of a round.
 
 Determinism: episode k is reset with its spec's seed (`seed + k` by default), whichever env runs
 it and whenever it finishes, so the same seed gives the same episodes and, for a policy whose rows
@@ -299,6 +302,9 @@ def _rollout_pool(
     observer: RolloutObserver,
 ) -> list[EpisodeRecord]:
     queue = _Queue(specs)
+    # A policy whose rows are independent (`Policy.independent_rows`) acts on each env as soon as that
+    # env's step is back; any other policy acts on every active row at once, once all steps are back.
+    free = bool(getattr(policy, "independent_rows", False))
     runs: list[_Run | None] = [None] * pool.num_envs
     last_obs: list[Any] = [None] * pool.num_envs
     restarts: dict[int, int] = {}
@@ -321,10 +327,12 @@ def _rollout_pool(
     _pause(policy, active, [i for i in range(pool.num_envs) if runs[i] is None])
     try:
         while active:
-            stepping = [i for i in active if not runs[i].resetting]
-            results = pool.poll(wait_for=stepping)
+            if free:  # whatever is in: an env acts again as soon as its own step returns
+                results = pool.poll()
+            else:
+                results = pool.poll(wait_for=[i for i in active if not runs[i].resetting])
             results += pool.poll(timeout=0)  # resets a sync pool ran while we handled the steps
-            new_rows, to_pause = [], []
+            new_rows, to_pause, fresh = [], [], []  # fresh: envs holding an observation to act on
             for r in results:
                 i, run = r.index, runs[r.index]
                 if r.kind == "error":
@@ -338,6 +346,7 @@ def _rollout_pool(
                 if r.kind == "reset":
                     run.resetting, run.identity = False, _identity(r.info, r.obs)
                     new_rows.append(i)
+                    fresh.append(i)
                     observer.episode_start(i, run.spec, r.obs, r.info)
                     continue
                 run.steps += 1
@@ -353,14 +362,21 @@ def _rollout_pool(
                         start_next(i)
                     else:
                         to_pause.append(i)
+                else:
+                    fresh.append(i)
             _pause(policy, active, to_pause)
             if new_rows:
                 policy.reset(np.array([i in new_rows for i in active], dtype=bool))
-            ready = [i for i in active if not runs[i].resetting]
-            if not ready or any(last_obs[i] is None for i in active):
+            if free:
+                acting = [i for i in active if i in fresh]
+            elif any(not runs[i].resetting for i in active) and all(last_obs[i] is not None for i in active):
+                acting = active  # every row, in step (a resetting env's action is dropped below)
+            else:
                 continue  # nothing to step, or a first reset still out: wait for it
-            actions = policy.act(batch_observations([last_obs[i] for i in active]))
-            for row, i in enumerate(active):
+            if not acting:
+                continue
+            actions = policy.act(batch_observations([last_obs[i] for i in acting]))
+            for row, i in enumerate(acting):
                 if not runs[i].resetting:
                     runs[i].last_action = actions[row]
                     pool.send_step(i, actions[row])

@@ -7,6 +7,12 @@ the r-th *active* environment. The loop keeps the rows aligned with two calls:
 - `reset(mask)`: the environments flagged in `mask` start a new episode; clear their rows.
 - `on_envs_pause(idx)`: the environments at rows `idx` have no more episodes; drop those
   rows (the rows after them move up), as habitat-baselines' evaluator does.
+
+A policy may declare `independent_rows = True`: it keeps no rollout state and the action of a
+row depends on that row's observation alone, bit for bit whatever else is in the batch (the
+expert reads its action from the observation). The rollout loop then calls `act` with only the
+environments whose step has returned instead of waiting for every one. A learned policy does not
+declare it: batched float kernels can round differently at another batch size.
 """
 
 from __future__ import annotations

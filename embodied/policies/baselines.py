@@ -41,6 +41,8 @@ class ExpertPolicy:
     The spaces are accepted (every policy is built from the env's spaces) and checked.
     """
 
+    independent_rows = True  # stateless, row by row: rollouts act on each env as soon as it is ready
+
     def __init__(self, observation_space: gym.Space | None = None, action_space: gym.Space | None = None) -> None:
         if isinstance(observation_space, gym.spaces.Dict) and EXPERT_KEY not in observation_space.spaces:
             raise ValueError(f"the expert policy needs the '{EXPERT_KEY}' observation; build the env with "

@@ -103,8 +103,12 @@ def train_policy(
     # static_graph: heads the BC loss does not use (hcam_agent's value head) get no gradient, and the
     # set of used parameters is the same every step, so DDP learns it once on the first step instead of
     # walking the autograd graph every step (find_unused_parameters=True), and its buckets stay fixed
+    # broadcast_buffers=False: no policy changes a buffer while training (constants such as HCAM's position
+    # encoding, action statistics set before the run), so rank 0's copy need not be sent before every forward,
+    # a collective on each step; `_check_replicas_agree` checks buffers as well as weights at the end
     model = DistributedDataParallel(policy, device_ids=[ctx.device] if ctx.device.type == "cuda" else None,
-                                    static_graph=True, gradient_as_bucket_view=True) if ctx.enabled else policy
+                                    static_graph=True, gradient_as_bucket_view=True,
+                                    broadcast_buffers=False) if ctx.enabled else policy
     opt = optim.adamw(policy, cfg.lr, cfg.weight_decay)
     sched = optim.scheduler(opt, total, cfg.warmup_steps, cfg.min_lr_ratio)
     ema = copy.deepcopy(policy).eval().requires_grad_(False) if cfg.ema > 0 else None
@@ -152,11 +156,12 @@ def train_policy(
 
 
 def _check_replicas_agree(policy: PretrainedPolicy, ctx: distributed.Dist) -> None:
-    """After the all-reduced updates every rank must hold the same weights; a mismatch means a
-    rank trained on something else (a bug worth stopping for, not a silent divergence)."""
+    """After the all-reduced updates every rank must hold the same weights and buffers; a mismatch means
+    a rank trained on something else (a bug worth stopping for, not a silent divergence)."""
     if not ctx.enabled:
         return
-    local = sum(float(p.detach().double().sum()) for p in policy.parameters())
+    local = sum(float(t.detach().double().sum()) for t in [*policy.parameters(), *policy.buffers()]
+                if t.dtype.is_floating_point)
     mean = ctx.all_sum(local) / ctx.world_size
     if ctx.any(abs(local - mean) > 1e-6 * max(1.0, abs(mean))):
         raise RuntimeError(f"rank {ctx.rank}: weights differ across ranks after training (checksum {local} vs "
