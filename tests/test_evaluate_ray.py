@@ -79,3 +79,33 @@ def test_lost_ray_worker_has_its_episodes_rescheduled(cluster, capfd) -> None:
     assert sorted(r.episode for r in got) == list(range(8))  # each once
     got.sort(key=lambda r: r.episode)
     assert [r.comparable() for r in got] == [r.comparable() for r in local]
+
+
+@pytest.mark.slow
+def test_sigterm_under_the_ray_backend_stops_cleanly_and_resumes(tmp_path: Path) -> None:
+    """SLURM's preemption signal reaches the driver after `ray.init` has run, which installs its own
+    SIGTERM handler (exit at once, no summary): the evaluator's must stay in place."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    out, n = tmp_path / "run", 12
+    cmd = [sys.executable, "-c", "from embodied.cli import eval_main; eval_main()", "env=pointnav", "policy=expert",
+           "env.resolution=16", "env.max_episode_steps=60", "eval.progress=false", "eval.backend=ray",
+           "eval.ray.num_cpus=2", "eval.ray.workers=2", "eval.ray.chunk=1", f"eval.episodes={n}", f"output_dir={out}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "episodes.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 2 <= summary["episodes"] < n
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted(r["episode"] for r in rows) == list(range(n))  # each exactly once

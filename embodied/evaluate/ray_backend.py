@@ -9,7 +9,9 @@ is written once. See docs/evaluation.md for clusters and SLURM.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,10 +40,31 @@ class _Worker:
 def _connect(ray: Any, ray_cfg: Any) -> None:
     if ray.is_initialized():
         return
+    # ray.init replaces the driver's SIGTERM handler with one that exits on the spot; the evaluator's
+    # (stop the loop, write summary.json with status interrupted, exit 130) must stay in charge
+    on_sigterm = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+    try:
+        _init(ray, ray_cfg)
+    finally:
+        if on_sigterm is not None:
+            signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _init(ray: Any, ray_cfg: Any) -> None:
     if ray_cfg.address:
-        ray.init(address=ray_cfg.address, log_to_driver=False)
-    else:  # a local cluster on this machine
-        ray.init(num_cpus=ray_cfg.num_cpus, include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address=ray_cfg.address, log_to_driver=False)
+        except ConnectionError as exc:
+            # Ray >= 2.59: `ray start --head` turns token authentication on by itself when ~/.ray/auth_token
+            # exists (any earlier local `ray.init()` writes one), while a driver connecting by address only
+            # sends the token when RAY_AUTH_MODE=token is set: the connection then fails on authentication.
+            raise ConnectionError(
+                f"eval.ray.address={ray_cfg.address!r}: could not connect to the Ray cluster ({exc}). If it was "
+                "started with `ray start` (Ray >= 2.59 enables token authentication there whenever "
+                "~/.ray/auth_token exists), export RAY_AUTH_MODE=token on every node and for this driver, with "
+                "the same token (RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token): docs/evaluation.md, SLURM.") from exc
+    else:  # a new local cluster on this machine ("local": never attach to one that already runs here)
+        ray.init(address="local", num_cpus=ray_cfg.num_cpus, include_dashboard=False, log_to_driver=False)
 
 
 def run_ray(job: dict[str, Any], specs: Sequence[EpisodeSpec], write: Callable[[EpisodeRecord], None],

