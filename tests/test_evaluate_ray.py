@@ -1,5 +1,6 @@
-"""eval.backend=ray on a local 2-CPU cluster: the same records as the local backend, and a worker
-killed mid-run has its episodes rescheduled (each written once)."""
+"""eval.backend=ray on a local 2-CPU cluster: the same records as the local backend, a worker
+killed mid-run has its episodes rescheduled (each written once), and SIGTERM (SLURM's preemption)
+stops the driver cleanly, then the run resumes."""
 
 from __future__ import annotations
 
