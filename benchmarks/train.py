@@ -15,9 +15,9 @@ same optimisation); `--per-rank-batch` gives each rank the full batch (weak scal
 work per process, how data-parallel throughput is usually quoted).
 
 `--decompose` adds two runs to each pair that split a shortfall into its causes:
-- `1 proc, B/2`: one process at the per-rank batch (the 2-rank run halves the batch on each rank, while
+- `1 proc Brank`: one process at the per-rank batch (the 2-rank run halves the batch on each rank, while
   a step's fixed costs, optimizer and clipping, stay): the cost of the smaller batch alone;
-- `2 x 1 proc, B/2`: two independent single-process runs at B/2 at once, no DDP: what 2 concurrent
+- `2 x 1 proc Brank`: two independent single-process runs at the per-rank batch at once, no DDP: what 2 concurrent
   processes get from this machine (shared caches, memory bandwidth, SMT siblings). The 2-rank run
   divided by this is what DDP itself (gradient all-reduce over gloo, the per-step collectives) costs.
 """
@@ -86,10 +86,15 @@ def run(policy: str, dataset: Path, out: Path, args: argparse.Namespace, procs: 
     return run_all([(command(policy, dataset, out, args, procs, batch_size or args.batch_size), out)], args.warmup)[0]
 
 
+def per_rank_batch(args: argparse.Namespace) -> int:
+    """The batch each of the 2 ranks trains: the full one (--per-rank-batch) or half the global one."""
+    return args.batch_size if args.per_rank_batch else max(1, args.batch_size // 2)
+
+
 def run_concurrent(policy: str, dataset: Path, out: Path, args: argparse.Namespace) -> dict[str, float]:
     """Two independent single-process runs at the per-rank batch, at the same time: samples/s summed."""
-    half = max(1, args.batch_size // 2)
-    runs = run_all([(command(policy, dataset, out / str(i), args, 1, half), out / str(i)) for i in range(2)],
+    batch = per_rank_batch(args)
+    runs = run_all([(command(policy, dataset, out / str(i), args, 1, batch), out / str(i)) for i in range(2)],
                    args.warmup)
     return {"samples_per_s": sum(r["samples_per_s"] for r in runs),
             "data_fraction": statistics.mean(r["data_fraction"] for r in runs)}
@@ -130,12 +135,12 @@ def main() -> None:
                 {}, dataset, episodes=8, seed=0, progress=False)
     per_rank = "each rank" if args.per_rank_batch else "global: half per rank"
     print(f"dataset {dataset}; batch {args.batch_size} windows x {args.window} steps (2 ranks: {per_rank}); "
-          f"{args.steps} steps "
-          f"({args.warmup} warm-up); loader workers {args.num_workers} per process; 1 thread per process")
+          f"{args.steps} steps ({args.warmup} warm-up); loader workers {args.num_workers} per process; "
+          "1 thread per process")
     head = f"{'policy':<12} {'1 proc samples/s':>17} {'loader %':>9} {'2 procs samples/s':>18} {'loader %':>9} "
     head += f"{'speed-up':>9}"
     if args.decompose:
-        head += f" {'1 proc B/2':>11} {'2 x 1 proc B/2':>15} {'DDP / 2 x 1':>12}"
+        head += f" {'1 proc Brank':>13} {'2 x 1 proc Brank':>17} {'DDP / 2 x 1':>12}"
     print(head)
     for policy in args.policies:
         pairs, halves, concurrent = [], [], []
@@ -144,7 +149,7 @@ def main() -> None:
                           run(policy, dataset, tmp / f"{policy}_2_{r}", args, 2,
                               2 * args.batch_size if args.per_rank_batch else None)))
             if args.decompose:
-                halves.append(run(policy, dataset, tmp / f"{policy}_h_{r}", args, 1, max(1, args.batch_size // 2)))
+                halves.append(run(policy, dataset, tmp / f"{policy}_h_{r}", args, 1, per_rank_batch(args)))
                 concurrent.append(run_concurrent(policy, dataset, tmp / f"{policy}_c_{r}", args))
         ratio = statistics.median(two["samples_per_s"] / one["samples_per_s"] for one, two in pairs)
         one_loader, two_loader = 100 * median(pairs, 0, "data_fraction"), 100 * median(pairs, 1, "data_fraction")
@@ -153,8 +158,8 @@ def main() -> None:
         if args.decompose:
             ddp_share = statistics.median(two["samples_per_s"] / c["samples_per_s"]
                                           for (_, two), c in zip(pairs, concurrent))
-            line += (f" {statistics.median(h['samples_per_s'] for h in halves):>11.0f}"
-                     f" {statistics.median(c['samples_per_s'] for c in concurrent):>15.0f} {ddp_share:>11.2f}x")
+            line += (f" {statistics.median(h['samples_per_s'] for h in halves):>13.0f}"
+                     f" {statistics.median(c['samples_per_s'] for c in concurrent):>17.0f} {ddp_share:>11.2f}x")
         print(line, flush=True)
     print("samples = real (not padding) frames trained per second, all ranks together; janus_vln on whole episodes")
 

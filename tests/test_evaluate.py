@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
+from interrupt import sigterm_after
 
 import embodied
 from embodied.conf import register_configs
@@ -189,11 +189,7 @@ def test_sigterm_mid_run_then_resume_gives_one_record_per_episode(tmp_path: Path
     proc = subprocess.Popen(_eval_cmd(out, f"eval.episodes={n}", "eval.num_envs=2", "eval.vectorization=async"),
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = out / "episodes.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    err = sigterm_after(proc, log, 3)
     assert proc.returncode == 130, err
     before = _lines(log)
     assert 3 <= len(before) < n, "the interrupt must land mid-run"

@@ -89,7 +89,8 @@ def test_sigterm_under_the_ray_backend_stops_cleanly_and_resumes(tmp_path: Path)
     import json
     import subprocess
     import sys
-    import time
+
+    from interrupt import sigterm_after
 
     out, n = tmp_path / "run", 12
     cmd = [sys.executable, "-c", "from embodied.cli import eval_main; eval_main()", "env=pointnav", "policy=expert",
@@ -98,11 +99,7 @@ def test_sigterm_under_the_ray_backend_stops_cleanly_and_resumes(tmp_path: Path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = out / "episodes.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    err = sigterm_after(proc, log, 2)
     assert proc.returncode == 130, err[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and 2 <= summary["episodes"] < n
